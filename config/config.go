@@ -1,0 +1,340 @@
+// Package config is wsgate's one source of truth: the TOML file that both the
+// sidecars and the generated nginx configuration are derived from, so that the
+// two can never disagree about sockets, ports or limits.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole wsgate configuration. Field comments name the TOML key.
+type Config struct {
+	Instances       int      `toml:"instances"`        // sidecars, ids 1..Instances
+	RuntimeDir      string   `toml:"runtime_dir"`      // where ws-<i>.sock and push-<i>.sock live
+	Location        string   `toml:"location"`         // WebSocket location; also the push path
+	Listen          []string `toml:"listen"`           // client-facing host:port, for `up`/-standalone
+	ShutdownTimeout Duration `toml:"shutdown_timeout"` // bound on a sidecar's graceful stop
+
+	Push      Push      `toml:"push"`
+	WebSocket WebSocket `toml:"websocket"`
+	Upstream  Upstream  `toml:"upstream"`
+	Log       Log       `toml:"log"`
+	Nginx     Nginx     `toml:"nginx"`
+}
+
+// Push configures the push API.
+type Push struct {
+	Listen    []string `toml:"listen"`    // IP addresses nginx binds the push ports on
+	PortBase  int      `toml:"port_base"` // instance i pushes on PortBase+i-1
+	Advertise []string `toml:"advertise"` // hosts put into push URLs
+	MaxBody   Size     `toml:"max_body"`  // largest push body
+}
+
+// WebSocket configures client connections.
+type WebSocket struct {
+	PingInterval   Duration `toml:"ping_interval"`   // ping after this long with no traffic
+	IdleTimeout    Duration `toml:"idle_timeout"`    // close 1001 after this long with nothing received
+	WriteTimeout   Duration `toml:"write_timeout"`   // bound on one frame write to a client
+	MaxMessage     Size     `toml:"max_message"`     // largest client->server message
+	SendQueue      int      `toml:"send_queue"`      // messages queued per client
+	SendQueueBytes Size     `toml:"send_queue_bytes"` // bytes queued per client
+	SlowClient     string   `toml:"slow_client"`     // "close" or "drop" when the queue is full
+	AllowedOrigins []string `toml:"allowed_origins"` // empty: any Origin
+	Welcome        string   `toml:"welcome"`         // "urls" or "json"
+}
+
+// Upstream configures the optional backend that receives client events.
+type Upstream struct {
+	URL string `toml:"url"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
+}
+
+// Nginx configures the generated nginx configuration.
+type Nginx struct {
+	Binary            string `toml:"binary"`             // nginx executable for `up` and `check`
+	WorkerProcesses   int    `toml:"worker_processes"`   // 0: auto
+	WorkerConnections int    `toml:"worker_connections"` // per worker; a WebSocket holds two
+}
+
+// Default returns the built-in configuration, the one SPEC §3 documents.
+func Default() Config {
+	return Config{
+		Instances:       4,
+		RuntimeDir:      "/run/wsgate",
+		Location:        "/ws",
+		Listen:          []string{"127.0.0.1:8080"},
+		ShutdownTimeout: Duration(10 * time.Second),
+		Push: Push{
+			Listen:   []string{"127.0.0.1"},
+			PortBase: 48775,
+			MaxBody:  1 << 20,
+		},
+		WebSocket: WebSocket{
+			PingInterval:   Duration(5 * time.Minute),
+			IdleTimeout:    Duration(6 * time.Minute),
+			WriteTimeout:   Duration(10 * time.Second),
+			MaxMessage:     1 << 20,
+			SendQueue:      256,
+			SendQueueBytes: 4 << 20,
+			SlowClient:     "close",
+			Welcome:        "urls",
+		},
+		Log:   Log{Level: "info", Format: "text"},
+		Nginx: Nginx{Binary: "nginx", WorkerConnections: 16384},
+	}
+}
+
+// Load reads and validates the TOML file at path.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return Parse(bytes.NewReader(data), path)
+}
+
+// Parse reads TOML from r over the defaults and validates the result. name
+// (usually the file path) prefixes every error, each of which names the key
+// and, where it can be found, its line.
+func Parse(r io.Reader, name string) (Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	c := Default()
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return Config{}, fmt.Errorf("%s:%d: %s: %s", name, pe.Position.Line, pe.LastKey, pe.Message)
+			}
+			return Config{}, fmt.Errorf("%s:%d: %s", name, pe.Position.Line, pe.Message)
+		}
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	lines := keyLines(data)
+	var errs fieldErrors
+	for _, k := range md.Undecoded() {
+		errs.add(k.String(), "unknown key")
+	}
+	if len(errs) == 0 {
+		c.validate(&errs)
+	}
+	return c, errs.err(name, lines)
+}
+
+// Validate checks every value; errors name the key.
+func (c *Config) Validate() error {
+	var errs fieldErrors
+	c.validate(&errs)
+	return errs.err("config", nil)
+}
+
+var (
+	locationRE = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)+$`)
+	hostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
+)
+
+func (c *Config) validate(e *fieldErrors) {
+	if c.Instances < 1 || c.Instances > 1024 {
+		e.add("instances", "%d is out of range 1..1024", c.Instances)
+	}
+	if !filepath.IsAbs(c.RuntimeDir) || strings.ContainsAny(c.RuntimeDir, " ;{}'\"\\$") {
+		e.add("runtime_dir", "%q must be an absolute path without spaces or nginx metacharacters", c.RuntimeDir)
+	} else if len(filepath.Join(c.RuntimeDir, "push-1024.sock")) > 100 {
+		e.add("runtime_dir", "%q is too long for a unix socket path (at most 100 bytes with the socket name)", c.RuntimeDir)
+	}
+	if !locationRE.MatchString(c.Location) {
+		e.add("location", "%q must be a path such as \"/ws\" (letters, digits, ._~- segments, no trailing slash)", c.Location)
+	}
+	if len(c.Listen) == 0 {
+		e.add("listen", "needs at least one host:port")
+	}
+	for _, l := range c.Listen {
+		if err := checkHostPort(l); err != nil {
+			e.add("listen", "%q: %v", l, err)
+		}
+	}
+	if c.ShutdownTimeout <= 0 {
+		e.add("shutdown_timeout", "must be positive")
+	}
+
+	if len(c.Push.Listen) == 0 {
+		e.add("push.listen", "needs at least one IP address")
+	}
+	for _, a := range c.Push.Listen {
+		if net.ParseIP(strings.Trim(a, "[]")) == nil {
+			e.add("push.listen", "%q is not an IP address", a)
+		}
+	}
+	if c.Push.PortBase < 1 || c.Push.PortBase+c.Instances-1 > 65535 {
+		e.add("push.port_base", "%d: ports %d..%d must lie in 1..65535", c.Push.PortBase, c.Push.PortBase, c.Push.PortBase+c.Instances-1)
+	}
+	for _, h := range c.Push.Advertise {
+		if net.ParseIP(strings.Trim(h, "[]")) == nil && !hostRE.MatchString(h) {
+			e.add("push.advertise", "%q is not a host name or IP address", h)
+		}
+	}
+	if c.Push.MaxBody < 1 || c.Push.MaxBody > 1<<30 {
+		e.add("push.max_body", "%d is out of range 1..1GiB", c.Push.MaxBody)
+	}
+
+	w := &c.WebSocket
+	if w.PingInterval <= 0 {
+		e.add("websocket.ping_interval", "must be positive")
+	}
+	if w.IdleTimeout <= w.PingInterval {
+		e.add("websocket.idle_timeout", "%s must be longer than websocket.ping_interval (%s) so that a pong can arrive", w.IdleTimeout.D(), w.PingInterval.D())
+	}
+	if w.WriteTimeout <= 0 {
+		e.add("websocket.write_timeout", "must be positive")
+	}
+	if w.MaxMessage < 1 || w.MaxMessage > 1<<30 {
+		e.add("websocket.max_message", "%d is out of range 1..1GiB", w.MaxMessage)
+	}
+	if w.SendQueue < 1 || w.SendQueue > 1<<16 {
+		e.add("websocket.send_queue", "%d is out of range 1..65536", w.SendQueue)
+	}
+	if w.SendQueueBytes < c.Push.MaxBody {
+		e.add("websocket.send_queue_bytes", "%d must be at least push.max_body (%d) so that one largest push fits", w.SendQueueBytes, c.Push.MaxBody)
+	}
+	if w.SlowClient != "close" && w.SlowClient != "drop" {
+		e.add("websocket.slow_client", "%q is not one of \"close\", \"drop\"", w.SlowClient)
+	}
+	for _, o := range w.AllowedOrigins {
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			e.add("websocket.allowed_origins", "%q is not an origin such as \"https://example.com\"", o)
+		}
+	}
+	if w.Welcome != "urls" && w.Welcome != "json" {
+		e.add("websocket.welcome", "%q is not one of \"urls\", \"json\"", w.Welcome)
+	}
+
+	if c.Upstream.URL != "" {
+		if u, err := url.Parse(c.Upstream.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			e.add("upstream.url", "%q is not an http:// or https:// URL", c.Upstream.URL)
+		}
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		e.add("log.level", "%q is not one of \"debug\", \"info\", \"warn\", \"error\"", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		e.add("log.format", "%q is not one of \"text\", \"json\"", c.Log.Format)
+	}
+
+	if c.Nginx.Binary == "" {
+		e.add("nginx.binary", "must name the nginx executable")
+	}
+	if c.Nginx.WorkerProcesses < 0 || c.Nginx.WorkerProcesses > 64 {
+		e.add("nginx.worker_processes", "%d is out of range 0 (auto)..64", c.Nginx.WorkerProcesses)
+	}
+	if c.Nginx.WorkerConnections < 64 || c.Nginx.WorkerConnections > 1<<20 {
+		e.add("nginx.worker_connections", "%d is out of range 64..1048576", c.Nginx.WorkerConnections)
+	}
+}
+
+func checkHostPort(hp string) error {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return errors.New("not host:port (an IPv6 host goes in brackets: \"[::1]:8080\")")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port %q is out of range 1..65535", port)
+	}
+	if host != "" && host != "*" && net.ParseIP(host) == nil && !hostRE.MatchString(host) {
+		return fmt.Errorf("host %q is not a host name or IP address", host)
+	}
+	return nil
+}
+
+// fieldError is one invalid key.
+type fieldError struct {
+	key, msg string
+}
+
+type fieldErrors []fieldError
+
+func (e *fieldErrors) add(key, format string, args ...any) {
+	*e = append(*e, fieldError{key, fmt.Sprintf(format, args...)})
+}
+
+// err joins the errors, each as "name:line: key: message", ordered by line.
+func (e fieldErrors) err(name string, lines map[string]int) error {
+	if len(e) == 0 {
+		return nil
+	}
+	sort.SliceStable(e, func(i, j int) bool { return lines[e[i].key] < lines[e[j].key] })
+	errs := make([]error, len(e))
+	for i, fe := range e {
+		if l, ok := lines[fe.key]; ok {
+			errs[i] = fmt.Errorf("%s:%d: %s: %s", name, l, fe.key, fe.msg)
+		} else {
+			errs[i] = fmt.Errorf("%s: %s: %s", name, fe.key, fe.msg)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// keyLines maps each dotted key ("push.max_body") to the line it is set on.
+// BurntSushi/toml keeps key positions private, so this reads the lines itself;
+// it understands [table] headers and dotted keys, which is all wsgate's
+// schema uses.
+func keyLines(data []byte) map[string]int {
+	lines := map[string]int{}
+	table := ""
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "[") && !strings.HasPrefix(line, "[["):
+			if end := strings.Index(line, "]"); end > 0 {
+				table = normalizeKey(line[1:end])
+				if _, ok := lines[table]; !ok {
+					lines[table] = i + 1
+				}
+			}
+		case strings.Contains(line, "=") && !strings.HasPrefix(line, "#"):
+			key := normalizeKey(line[:strings.Index(line, "=")])
+			if key == "" || strings.ContainsAny(key, " \t\"'[],{}") {
+				continue // a continuation line of a multi-line value
+			}
+			if table != "" {
+				key = table + "." + key
+			}
+			if _, ok := lines[key]; !ok {
+				lines[key] = i + 1
+			}
+		}
+	}
+	return lines
+}
+
+func normalizeKey(k string) string {
+	parts := strings.Split(k, ".")
+	for i, p := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
+	}
+	return strings.Join(parts, ".")
+}
