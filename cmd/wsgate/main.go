@@ -19,6 +19,7 @@ type command struct {
 }
 
 var commands = map[string]command{
+	"serve":   {"run one sidecar instance (as systemd runs it)", runServe},
 	"version": {"print version, Go version and commit", runVersion},
 }
 

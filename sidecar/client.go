@@ -1,0 +1,293 @@
+package sidecar
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// closeGrace is how long a client has to answer our close frame before its
+// socket is closed anyway.
+const closeGrace = 2 * time.Second
+
+// Close codes wsgate sends (RFC 6455 §7.4.1, IANA registry).
+const (
+	closeNormal        = websocket.CloseNormalClosure   // DELETE on the push URL
+	closeIdle          = websocket.CloseGoingAway       // nothing received for idle_timeout
+	closeSlow          = websocket.ClosePolicyViolation // send queue full, slow_client = "close"
+	closeServerRestart = websocket.CloseServiceRestart  // shutdown
+	closeAbnormal      = websocket.CloseAbnormalClosure // no close frame (never sent on the wire)
+)
+
+// frame is one queued message, or the close that ends a client's queue.
+type frame struct {
+	kind int    // websocket.TextMessage, BinaryMessage or CloseMessage
+	data []byte // payload; for CloseMessage the formatted close payload
+	at   int64  // arrival on the server clock, for the latency histogram
+}
+
+// welcomeFrame marks the welcome in frame.at: not a push, not counted.
+const welcomeFrame = -1
+
+// enqueueResult is what became of a push.
+type enqueueResult int
+
+const (
+	queued enqueueResult = iota
+	gone                 // the client is closing or closed
+	full                 // the send queue is at its limit
+)
+
+// client is one WebSocket connection.
+type client struct {
+	id     string
+	srv    *Server
+	ws     *websocket.Conn
+	remote string
+	start  time.Time
+
+	// Last activity on the server clock; written by the reader, the writer
+	// and keepalive.
+	lastRecv atomic.Int64
+	lastSend atomic.Int64
+	in, out  atomic.Int64 // messages, for the close log line
+
+	// Set before the client is registered; stopped by finish.
+	keepalive *time.Timer
+
+	mu        sync.Mutex // guards the fields below
+	queue     []frame    // frames not yet taken by the writer
+	pending   int        // frames queued or being written
+	bytes     int64      // payload bytes queued or being written
+	writing   bool       // a writer goroutine owns the write side
+	closing   bool       // a close is queued or sent, or the reader ended: no more pushes
+	closeSent bool
+	closeCode int // the code we sent, if closeSent
+	done      bool
+}
+
+// push queues a data frame, starting the writer when none is running.
+func (c *client) push(f frame) enqueueResult {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return gone
+	}
+	if c.pending >= c.srv.queueLen || c.bytes+int64(len(f.data)) > c.srv.queueBytes {
+		c.mu.Unlock()
+		return full
+	}
+	c.enqueueLocked(f)
+	return queued
+}
+
+// closeQueued queues a close frame behind the frames already queued, so a
+// client sees every push accepted before it. It reports false when the
+// client was already closing.
+func (c *client) closeQueued(code int, reason string) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	c.closing = true
+	c.enqueueLocked(frame{kind: websocket.CloseMessage, data: websocket.FormatCloseMessage(code, reason)})
+	return true
+}
+
+// enqueueLocked appends f and unlocks c.mu.
+func (c *client) enqueueLocked(f frame) {
+	c.queue = append(c.queue, f)
+	c.pending++
+	c.bytes += int64(len(f.data))
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	c.srv.metrics.queued.Inc()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// errStop ends the writer after it wrote a close frame.
+var errStop = errors.New("close frame written")
+
+// writeLoop writes queued frames in order until the queue is empty, then
+// exits; an idle client has no writer goroutine. After a write error or a
+// close frame the remaining frames are dropped: the client cannot get them.
+func (c *client) writeLoop() {
+	var batch []frame
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.queue = nil // an idle client keeps no queue memory
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		batch, c.queue = c.queue, batch[:0]
+		c.mu.Unlock()
+
+		var err error
+		var bytes int64
+		for _, f := range batch {
+			bytes += int64(len(f.data))
+			if err == nil {
+				err = c.write(f)
+			}
+		}
+		c.srv.metrics.queued.Sub(float64(len(batch)))
+		clear(batch)
+
+		c.mu.Lock()
+		c.pending -= len(batch)
+		c.bytes -= bytes
+		if err != nil {
+			c.closing = true
+			dropped := len(c.queue)
+			c.queue, c.pending, c.bytes, c.writing = nil, 0, 0, false
+			c.mu.Unlock()
+			c.srv.metrics.queued.Sub(float64(dropped))
+			if err != errStop && err != websocket.ErrCloseSent {
+				c.ws.Close() // broken or stuck: the reader ends and cleans up
+			}
+			return
+		}
+		c.mu.Unlock()
+	}
+}
+
+// write sends one frame, with a write deadline.
+func (c *client) write(f frame) error {
+	if f.kind == websocket.CloseMessage {
+		c.sendClose(f.data)
+		return errStop
+	}
+	c.ws.SetWriteDeadline(time.Now().Add(c.srv.writeTimeout))
+	if err := c.ws.WriteMessage(f.kind, f.data); err != nil {
+		return err
+	}
+	now := c.srv.now()
+	c.lastSend.Store(now)
+	if f.at == welcomeFrame {
+		return nil
+	}
+	c.out.Add(1)
+	m := c.srv.metrics
+	m.messagesOut.Inc()
+	m.bytesOut.Add(float64(len(f.data)))
+	m.pushLatency.Observe(time.Duration(now - f.at).Seconds())
+	return nil
+}
+
+// closeNow closes the client at once, ahead of anything queued: for idle
+// clients and slow ones. It may block for up to closeGrace.
+func (c *client) closeNow(code int, reason string) {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	c.sendClose(websocket.FormatCloseMessage(code, reason))
+}
+
+// sendClose writes a close frame once and gives the client closeGrace to
+// answer it; the reader then ends and finish closes the socket.
+func (c *client) sendClose(payload []byte) {
+	c.mu.Lock()
+	if c.closeSent {
+		c.mu.Unlock()
+		return
+	}
+	c.closeSent = true
+	c.closeCode = int(payload[0])<<8 | int(payload[1])
+	c.mu.Unlock()
+	deadline := time.Now().Add(closeGrace)
+	_ = c.ws.WriteControl(websocket.CloseMessage, payload, deadline) // a stuck writer makes this time out
+	_ = c.ws.SetReadDeadline(deadline)
+}
+
+// readLoop reads client messages until the connection ends. Until an
+// upstream is configured, messages are counted and discarded.
+func (c *client) readLoop() error {
+	c.ws.SetReadLimit(c.srv.maxMessage)
+	c.ws.SetPongHandler(func(string) error {
+		c.lastRecv.Store(c.srv.now())
+		return nil
+	})
+	c.ws.SetPingHandler(func(data string) error {
+		c.lastRecv.Store(c.srv.now())
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.srv.writeTimeout))
+		if err == websocket.ErrCloseSent {
+			return nil
+		}
+		return err
+	})
+	m := c.srv.metrics
+	for {
+		_, r, err := c.ws.NextReader()
+		if err != nil {
+			return err
+		}
+		c.lastRecv.Store(c.srv.now())
+		n, err := io.Copy(io.Discard, r)
+		if err != nil {
+			return err
+		}
+		c.in.Add(1)
+		m.messagesIn.Inc()
+		m.bytesIn.Add(float64(n))
+		m.discarded.Inc()
+	}
+}
+
+// tick is the keepalive timer: ping after ping_interval with no traffic
+// either way, close with 1001 after idle_timeout with nothing received.
+func (c *client) tick() {
+	s := c.srv
+	now := s.now()
+	recv := c.lastRecv.Load()
+	if now-recv >= int64(s.idleTimeout) {
+		c.closeNow(closeIdle, "idle timeout")
+		return
+	}
+	last := max(recv, c.lastSend.Load())
+	if now-last >= int64(s.pingInterval) {
+		if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.writeTimeout)) == nil {
+			c.lastSend.Store(now)
+			last = now
+		}
+	}
+	next := min(recv+int64(s.idleTimeout), last+int64(s.pingInterval)) - now
+	c.mu.Lock()
+	if !c.done {
+		c.keepalive.Reset(time.Duration(next))
+	}
+	c.mu.Unlock()
+}
+
+// finish releases the client after its reader ended and returns the close
+// code to report: the one we sent, else the client's, else 1006.
+func (c *client) finish(readErr error) int {
+	c.mu.Lock()
+	c.closing, c.done = true, true
+	code := c.closeCode
+	sent := c.closeSent
+	c.mu.Unlock()
+	c.keepalive.Stop()
+	c.srv.reg.remove(c)
+	c.ws.Close()
+	if sent {
+		return code
+	}
+	var ce *websocket.CloseError
+	switch {
+	case errors.As(readErr, &ce):
+		return ce.Code
+	case errors.Is(readErr, websocket.ErrReadLimit):
+		return websocket.CloseMessageTooBig // gorilla sent it
+	}
+	return closeAbnormal
+}

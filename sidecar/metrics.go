@@ -1,0 +1,79 @@
+package sidecar
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are one instance's Prometheus metrics. Each Server has its own
+// registry, so several servers can run in one process (as in tests).
+type metrics struct {
+	reg *prometheus.Registry
+
+	connects         prometheus.Counter
+	disconnects      *prometheus.CounterVec // by close code
+	handshakeRejects *prometheus.CounterVec // by reason
+	messagesIn       prometheus.Counter
+	bytesIn          prometheus.Counter
+	discarded        prometheus.Counter
+	messagesOut      prometheus.Counter
+	bytesOut         prometheus.Counter
+	pushes           *prometheus.CounterVec // by HTTP status
+	pushLatency      prometheus.Histogram
+	queued           prometheus.Gauge
+	drops            *prometheus.CounterVec // by reason
+	slowCloses       prometheus.Counter
+}
+
+func newMetrics(connections func() float64) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgate_" + name, Help: help})
+		m.reg.MustRegister(c)
+		return c
+	}
+	vec := func(name, help, label string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsgate_" + name, Help: help}, []string{label})
+		m.reg.MustRegister(c)
+		return c
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsgate_connections", Help: "WebSocket clients connected now.",
+		}, connections),
+	)
+	m.connects = counter("connects_total", "WebSocket clients accepted (welcome sent).")
+	m.disconnects = vec("disconnects_total", "WebSocket clients gone, by close code (1006: no close frame).", "code")
+	m.handshakeRejects = vec("handshake_rejections_total", "WebSocket handshakes refused, by reason.", "reason")
+	m.messagesIn = counter("client_messages_total", "Messages received from clients.")
+	m.bytesIn = counter("client_message_bytes_total", "Bytes of messages received from clients.")
+	m.discarded = counter("client_messages_discarded_total", "Client messages discarded because no upstream is configured.")
+	m.messagesOut = counter("messages_sent_total", "Messages written to clients (welcome excluded).")
+	m.bytesOut = counter("message_sent_bytes_total", "Bytes of messages written to clients.")
+	m.pushes = vec("pushes_total", "Push API requests, by HTTP status.", "code")
+	m.pushLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "wsgate_push_latency_seconds",
+		Help:    "Time from a push request's arrival to its frame written to the client socket.",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10), // 50µs .. 13s
+	})
+	m.reg.MustRegister(m.pushLatency)
+	m.queued = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "wsgate_send_queue_messages", Help: "Messages queued for clients, over all send queues.",
+	})
+	m.reg.MustRegister(m.queued)
+	m.drops = vec("push_drops_total", "Pushes refused with 503, by reason.", "reason")
+	m.slowCloses = counter("slow_client_closes_total", "Clients closed because their send queue was full.")
+	return m
+}
+
+func (m *metrics) pushed(code int) { m.pushes.WithLabelValues(strconv.Itoa(code)).Inc() }
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,176 @@
+package sidecar
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+)
+
+// pushError is a push refused with an HTTP status and a reason for the
+// client, sent as {"error": reason}.
+type pushError struct {
+	status int
+	reason string
+}
+
+func (e *pushError) Error() string { return e.reason }
+
+var (
+	errNoID = &pushError{http.StatusBadRequest,
+		"no client id: give it as the Basic-auth user name (http://ID@host/...) or POST <location>/ID"}
+	errNoClient = &pushError{http.StatusNotFound, "no such client (gone or never existed)"}
+	errNotUTF8  = &pushError{http.StatusBadRequest,
+		"text push is not valid UTF-8; send binary data with Content-Type: application/octet-stream"}
+	errTooLarge = &pushError{http.StatusRequestEntityTooLarge, "body exceeds push.max_body"}
+	errFull     = &pushError{http.StatusServiceUnavailable, "the client's send queue is full"}
+)
+
+// pushID extracts the client id from a push request: from the path
+// <location>/<id>, or at <location> itself from the Basic-auth user name
+// (the password is ignored). ok is false when the path is not a push path.
+func pushID(r *http.Request, location string) (id string, ok bool) {
+	path := r.URL.Path
+	if path == location || path == location+"/" {
+		return basicAuthUser(r.Header.Get("Authorization")), true
+	}
+	if rest, found := strings.CutPrefix(path, location+"/"); found && !strings.Contains(rest, "/") {
+		return rest, true
+	}
+	return "", false
+}
+
+// basicAuthUser returns the user name of a Basic Authorization header value,
+// "" when there is none. A credential without ':' is a user name alone.
+func basicAuthUser(h string) string {
+	const prefix = "basic "
+	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return ""
+	}
+	dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(h[len(prefix):]))
+	if err != nil {
+		return ""
+	}
+	user, _, _ := strings.Cut(string(dec), ":")
+	return user
+}
+
+// pushKind is the frame type a push is sent as: binary for
+// application/octet-stream, text for anything else.
+func pushKind(contentType string) int {
+	if contentType != "" {
+		if mt, _, err := mime.ParseMediaType(contentType); err == nil && mt == "application/octet-stream" {
+			return websocket.BinaryMessage
+		}
+	}
+	return websocket.TextMessage
+}
+
+// readPushBody reads the whole body, refusing one over max before reading
+// more than max+1 bytes; a text body must be valid UTF-8.
+func readPushBody(r *http.Request, kind int, max int64) ([]byte, *pushError) {
+	if r.ContentLength > max {
+		return nil, errTooLarge
+	}
+	var body []byte
+	var err error
+	if r.ContentLength >= 0 {
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(io.LimitReader(r.Body, max+1))
+		if err == nil && int64(len(body)) > max {
+			return nil, errTooLarge
+		}
+	}
+	if err != nil {
+		return nil, &pushError{http.StatusBadRequest, "reading body: " + err.Error()}
+	}
+	if kind == websocket.TextMessage && !utf8.Valid(body) {
+		return nil, errNotUTF8
+	}
+	return body, nil
+}
+
+// servePush is the push socket's handler: the push API at location, and
+// /metrics.
+func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
+	arrived := s.now()
+	if r.URL.Path == "/metrics" {
+		s.metrics.handler().ServeHTTP(w, r)
+		return
+	}
+	id, ok := pushID(r, s.location)
+	if !ok {
+		writeError(w, &pushError{http.StatusNotFound, "no such path: push to " + s.location + " or " + s.location + "/ID"})
+		return
+	}
+	status, err := s.push(r, id, arrived)
+	s.metrics.pushed(status)
+	if err != nil {
+		if err.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", "POST, DELETE")
+		}
+		writeError(w, err)
+		if s.log.Enabled(r.Context(), levelDebug) {
+			s.log.Debug("push refused", "id", id, "status", err.status, "error", err.reason)
+		}
+		return
+	}
+	w.WriteHeader(status)
+}
+
+// push carries out one push API request and returns its status.
+func (s *Server) push(r *http.Request, id string, arrived int64) (int, *pushError) {
+	if r.Method != http.MethodPost && r.Method != http.MethodDelete {
+		return http.StatusMethodNotAllowed, &pushError{http.StatusMethodNotAllowed, "method " + r.Method + " not allowed: POST a message or DELETE the client"}
+	}
+	if id == "" {
+		return errNoID.status, errNoID
+	}
+	var c *client
+	if validID(id) {
+		c = s.reg.get(id)
+	}
+	if c == nil {
+		return errNoClient.status, errNoClient
+	}
+	if r.Method == http.MethodDelete {
+		if !c.closeQueued(closeNormal, "") {
+			return errNoClient.status, errNoClient
+		}
+		return http.StatusNoContent, nil
+	}
+	kind := pushKind(r.Header.Get("Content-Type"))
+	body, perr := readPushBody(r, kind, s.maxBody)
+	if perr != nil {
+		return perr.status, perr
+	}
+	switch c.push(frame{kind: kind, data: body, at: arrived}) {
+	case gone:
+		return errNoClient.status, errNoClient
+	case full:
+		s.metrics.drops.WithLabelValues("queue_full").Inc()
+		if !s.dropSlow {
+			s.metrics.slowCloses.Inc()
+			go c.closeNow(closeSlow, "slow client")
+		}
+		return errFull.status, errFull
+	}
+	return http.StatusNoContent, nil
+}
+
+func writeError(w http.ResponseWriter, e *pushError) {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{e.reason})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.status)
+	w.Write(append(b, '\n'))
+}

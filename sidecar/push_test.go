@@ -1,0 +1,231 @@
+package sidecar
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+func TestPushStatusCodes(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) { c.Push.MaxBody = 4096 })
+	c, id := ts.connect(t)
+	other := strings.Repeat("A", len(id)) // valid shape, never issued
+
+	exact := bytes.Repeat([]byte("x"), 4096)
+	cases := []struct {
+		name, method, path, user, ctype string
+		body                            []byte
+		status                          int
+		errorHas                        string
+		deliver                         []byte // what the client must get
+		binary                          bool
+	}{
+		{"text via basic auth", "POST", "/ws", id, "text/plain; charset=utf-8", []byte("héllo"), 204, "", []byte("héllo"), false},
+		{"text via path", "POST", "/ws/" + id, "", "", []byte("by path"), 204, "", []byte("by path"), false},
+		{"binary", "POST", "/ws", id, "application/octet-stream", []byte{0, 0xff, 0xfe, 1}, 204, "", []byte{0, 0xff, 0xfe, 1}, true},
+		{"binary with params", "POST", "/ws", id, "Application/Octet-Stream; x=y", []byte{0xc3}, 204, "", []byte{0xc3}, true},
+		{"empty body", "POST", "/ws", id, "", nil, 204, "", []byte{}, false},
+		{"exactly max_body", "POST", "/ws", id, "", exact, 204, "", exact, false},
+		{"max_body+1", "POST", "/ws", id, "", append(exact, 'y'), 413, "max_body", nil, false},
+		{"no id", "POST", "/ws", "", "", []byte("x"), 400, "no client id", nil, false},
+		{"not UTF-8", "POST", "/ws", id, "text/plain", []byte{0xff, 0xfe}, 400, "UTF-8", nil, false},
+		{"unknown id", "POST", "/ws", other, "", []byte("x"), 404, "no such client", nil, false},
+		{"malformed id", "POST", "/ws/not:an:id", "", "", []byte("x"), 404, "no such client", nil, false},
+		{"GET", "GET", "/ws", id, "", nil, 405, "not allowed", nil, false},
+		{"PUT", "PUT", "/ws/" + id, "", "", []byte("x"), 405, "not allowed", nil, false},
+		{"other path", "POST", "/elsewhere", id, "", []byte("x"), 404, "no such path", nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := ts.do(t, tc.method, tc.path, tc.user, tc.ctype, tc.body)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d (%s)", status, tc.status, body)
+			}
+			if tc.status == 204 {
+				kind, msg := read(t, c)
+				if want := map[bool]int{true: websocket.BinaryMessage, false: websocket.TextMessage}[tc.binary]; kind != want {
+					t.Errorf("frame type %d, want %d", kind, want)
+				}
+				if !bytes.Equal(msg, tc.deliver) {
+					t.Errorf("delivered %d bytes %q..., want %d bytes", len(msg), trunc(msg), len(tc.deliver))
+				}
+				return
+			}
+			var e struct{ Error string }
+			if err := json.Unmarshal([]byte(body), &e); err != nil || !strings.Contains(e.Error, tc.errorHas) {
+				t.Errorf("error body %q, want JSON error containing %q", body, tc.errorHas)
+			}
+		})
+	}
+	// Refused pushes delivered nothing: the next message is the marker.
+	if ts.pushText(t, id, "marker") != 204 {
+		t.Fatal("marker push failed")
+	}
+	if _, msg := read(t, c); string(msg) != "marker" {
+		t.Fatalf("got %q after refused pushes, want the marker", msg)
+	}
+}
+
+func trunc(b []byte) []byte {
+	if len(b) > 16 {
+		return b[:16]
+	}
+	return b
+}
+
+func TestPushMethodNotAllowedHasAllow(t *testing.T) {
+	ts := newTestServer(t, nil)
+	req, _ := http.NewRequest("GET", "http://push/ws", nil)
+	resp, err := ts.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 || resp.Header.Get("Allow") != "POST, DELETE" {
+		t.Fatalf("status %d Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+}
+
+func TestPushChunkedBodyLimit(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) { c.Push.MaxBody = 1000 })
+	c, id := ts.connect(t)
+	for _, n := range []int{1000, 1001, 5000} {
+		// A reader of unknown length makes the client send chunked, with
+		// no Content-Length for the server to check first.
+		req, _ := http.NewRequest("POST", "http://push/ws/"+id, struct{ *bytes.Reader }{bytes.NewReader(bytes.Repeat([]byte("z"), n))})
+		resp, err := ts.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := 204
+		if n > 1000 {
+			want = 413
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("%d bytes chunked: status %d, want %d", n, resp.StatusCode, want)
+		}
+	}
+	if _, msg := read(t, c); len(msg) != 1000 {
+		t.Fatalf("delivered %d bytes, want 1000", len(msg))
+	}
+}
+
+func TestPushOrder(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) { c.WebSocket.SendQueue = 2000 })
+	c, id := ts.connect(t)
+	const n = 1000
+	got := make(chan error, 1)
+	go func() {
+		for i := 0; i < n; i++ {
+			_, msg, err := c.ReadMessage()
+			if err != nil {
+				got <- err
+				return
+			}
+			if want := fmt.Sprintf("m%d", i); string(msg) != want {
+				got <- fmt.Errorf("message %d is %q", i, msg)
+				return
+			}
+		}
+		got <- nil
+	}()
+	for i := 0; i < n; i++ {
+		if s := ts.pushText(t, id, fmt.Sprintf("m%d", i)); s != 204 {
+			t.Fatalf("push %d: status %d", i, s)
+		}
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Many clients pushed to concurrently each get exactly their own messages.
+func TestConcurrentPushesReachTheirClients(t *testing.T) {
+	ts := newTestServer(t, nil)
+	const clients, each = 50, 40
+	conns := make([]*websocket.Conn, clients)
+	ids := make([]string, clients)
+	for i := range conns {
+		conns[i], ids[i] = ts.connect(t)
+	}
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < each; j++ {
+				if s := ts.pushText(t, ids[i], fmt.Sprintf("%s/%d", ids[i], j)); s != 204 {
+					t.Errorf("push: %d", s)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, c := range conns {
+		for j := 0; j < each; j++ {
+			if _, msg := read(t, c); string(msg) != fmt.Sprintf("%s/%d", ids[i], j) {
+				t.Fatalf("client %d message %d: %q", i, j, msg)
+			}
+		}
+	}
+}
+
+func TestDeleteClosesAfterQueuedPushes(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, id := ts.connect(t)
+	for i := 0; i < 3; i++ {
+		ts.pushText(t, id, fmt.Sprint(i))
+	}
+	if s, body := ts.do(t, "DELETE", "/ws", id, "", nil); s != 204 {
+		t.Fatalf("DELETE: %d %s", s, body)
+	}
+	for i := 0; i < 3; i++ {
+		if _, msg := read(t, c); string(msg) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %q", i, msg)
+		}
+	}
+	if code := readClose(t, c); code != websocket.CloseNormalClosure {
+		t.Fatalf("close code %d, want 1000", code)
+	}
+	if s := ts.pushText(t, id, "late"); s != 404 {
+		t.Fatalf("push after DELETE: %d, want 404", s)
+	}
+	if s, _ := ts.do(t, "DELETE", "/ws/"+id, "", "", nil); s != 404 {
+		t.Fatalf("second DELETE: %d, want 404", s)
+	}
+}
+
+func TestClientMessagesAreDiscarded(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, id := ts.connect(t)
+	for i := 0; i < 5; i++ {
+		if err := c.WriteMessage(websocket.TextMessage, []byte("hello server")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "5 messages counted", func() bool { return metricValue(t, ts, "wsgate_client_messages_discarded_total") == 5 })
+	ts.pushText(t, id, "marker")
+	if _, msg := read(t, c); string(msg) != "marker" {
+		t.Fatalf("client got %q: client messages must not be echoed", msg)
+	}
+}
+
+func TestClientMessageOverMaxIsClosed1009(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) { c.WebSocket.MaxMessage = 100 })
+	c, _ := ts.connect(t)
+	c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("a"), 100)) // fits
+	c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("a"), 101))
+	if code := readClose(t, c); code != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+	eventually(t, "client gone", func() bool { return ts.Connections() == 0 })
+}

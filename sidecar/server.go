@@ -1,0 +1,283 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+const (
+	levelDebug = slog.LevelDebug
+
+	// readBufferSize is each client's read buffer; larger messages are read
+	// through it. Small, because every idle client holds one.
+	readBufferSize = 512
+	// writeBufferSize is the size of the pooled buffers frames are
+	// assembled in; a client holds one only while it writes.
+	writeBufferSize = 4096
+)
+
+// Server is one sidecar instance: WebSocket clients on one listener, the
+// push API on the other.
+type Server struct {
+	cfg      *config.Config
+	instance int
+	log      *slog.Logger
+	reg      *registry
+	welcome  welcomer
+	upgrader websocket.Upgrader
+	metrics  *metrics
+	epoch    time.Time
+
+	// From cfg, for the hot paths.
+	location     string
+	maxBody      int64
+	maxMessage   int64
+	queueLen     int
+	queueBytes   int64
+	dropSlow     bool
+	pingInterval time.Duration
+	idleTimeout  time.Duration
+	writeTimeout time.Duration
+
+	clients  sync.WaitGroup // one per accepted WebSocket, until finish
+	stopping atomic.Bool
+}
+
+// New returns the server for instance of a validated configuration.
+func New(c *config.Config, instance int, log *slog.Logger) *Server {
+	s := &Server{
+		cfg:          c,
+		instance:     instance,
+		log:          log.With("instance", instance),
+		reg:          newRegistry(),
+		welcome:      newWelcomer(c, instance),
+		epoch:        time.Now(),
+		location:     c.Location,
+		maxBody:      int64(c.Push.MaxBody),
+		maxMessage:   int64(c.WebSocket.MaxMessage),
+		queueLen:     c.WebSocket.SendQueue,
+		queueBytes:   int64(c.WebSocket.SendQueueBytes),
+		dropSlow:     c.WebSocket.SlowClient == "drop",
+		pingInterval: c.WebSocket.PingInterval.D(),
+		idleTimeout:  c.WebSocket.IdleTimeout.D(),
+		writeTimeout: c.WebSocket.WriteTimeout.D(),
+	}
+	s.metrics = newMetrics(func() float64 { return float64(s.reg.len()) })
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: s.writeTimeout,
+		ReadBufferSize:   readBufferSize,
+		WriteBufferSize:  writeBufferSize,
+		WriteBufferPool:  &sync.Pool{},
+		CheckOrigin:      s.checkOrigin,
+		Error:            s.handshakeError,
+	}
+	return s
+}
+
+// now is the server clock: monotonic nanoseconds since New.
+func (s *Server) now() int64 { return int64(time.Since(s.epoch)) }
+
+// Connections is the number of clients connected now.
+func (s *Server) Connections() int { return s.reg.len() }
+
+// Serve serves clients on ws and pushes on push until ctx is done, then
+// shuts down gracefully within shutdown_timeout: it stops accepting, answers
+// pushes in flight, sends each client what was queued for it and a close
+// frame with 1012 (service restart), and finally cuts the clients that did
+// not finish in time. It returns the first error that stopped a listener.
+func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	wsSrv := &http.Server{
+		Handler:           http.HandlerFunc(s.serveWS),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          errLog,
+	}
+	pushSrv := &http.Server{
+		Handler:           http.HandlerFunc(s.servePush),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          errLog,
+	}
+	failed := make(chan error, 2)
+	for _, p := range []struct {
+		srv *http.Server
+		l   net.Listener
+	}{{wsSrv, ws}, {pushSrv, push}} {
+		go func() {
+			if err := p.srv.Serve(p.l); !errors.Is(err, http.ErrServerClosed) {
+				failed <- err
+			}
+		}()
+	}
+	s.log.Info("serving", "ws", ws.Addr().String(), "push", push.Addr().String())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-failed:
+		s.log.Error("listener failed", "error", err)
+	}
+	s.shutdown(wsSrv, pushSrv)
+	return err
+}
+
+func (s *Server) shutdown(wsSrv, pushSrv *http.Server) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
+	defer cancel()
+	s.stopping.Store(true)
+	s.log.Info("shutting down", "clients", s.reg.len())
+
+	// Stop accepting; let pushes in flight be answered and queued.
+	var wg sync.WaitGroup
+	for _, srv := range []*http.Server{wsSrv, pushSrv} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Shutdown(ctx); err != nil {
+				srv.Close()
+			}
+		}()
+	}
+	wg.Wait()
+
+	// Close every client behind what was queued for it.
+	for _, c := range s.reg.snapshot() {
+		c.closeQueued(closeServerRestart, "service restart")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.clients.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		cut := s.reg.snapshot()
+		for _, c := range cut {
+			c.ws.Close()
+		}
+		s.log.Warn("shutdown timeout: cut clients", "clients", len(cut))
+		<-done
+	}
+	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond).String())
+}
+
+// serveWS accepts one WebSocket client and runs its read loop.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if s.stopping.Load() {
+		s.metrics.handshakeRejects.WithLabelValues("shutting_down").Inc()
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.clients.Add(1)
+	defer s.clients.Done()
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // s.handshakeError answered and counted it
+	}
+	c := &client{id: newID(), srv: s, ws: ws, remote: remoteAddr(r), start: time.Now()}
+	now := s.now()
+	c.lastRecv.Store(now)
+	c.lastSend.Store(now)
+	c.keepalive = time.AfterFunc(s.pingInterval, c.tick)
+	// The welcome is the first frame in the queue, and the writer starts
+	// only once the client is registered: a push made the moment the client
+	// has read its welcome finds it, and no push can overtake the welcome.
+	welcome := s.welcome.frame(c.id)
+	c.queue, c.pending, c.bytes, c.writing = []frame{{kind: websocket.TextMessage, data: welcome, at: welcomeFrame}}, 1, int64(len(welcome)), true
+	s.metrics.queued.Inc()
+	s.reg.add(c)
+	go c.writeLoop()
+	s.metrics.connects.Inc()
+	if s.stopping.Load() { // shutdown began while we accepted; it may have missed us
+		c.closeQueued(closeServerRestart, "service restart")
+	}
+	debug := s.log.Enabled(r.Context(), levelDebug)
+	if debug {
+		s.log.Debug("connect", "id", c.id, "remote", c.remote)
+	}
+
+	err = c.readLoop()
+	code := c.finish(err)
+	s.metrics.disconnects.WithLabelValues(closeCodeLabel(code)).Inc()
+	if debug {
+		s.log.Debug("close", "id", c.id, "remote", c.remote, "code", code,
+			"duration", time.Since(c.start).Round(time.Millisecond).String(),
+			"in", c.in.Load(), "out", c.out.Load())
+	}
+}
+
+// checkOrigin allows a handshake without an Origin header (not a browser)
+// or with one listed in websocket.allowed_origins; an empty list allows all.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	allowed := s.cfg.WebSocket.AllowedOrigins
+	origin := r.Header.Get("Origin")
+	if len(allowed) == 0 || origin == "" {
+		return true
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// handshakeError answers a refused handshake and counts it.
+func (s *Server) handshakeError(w http.ResponseWriter, r *http.Request, status int, reason error) {
+	label := "bad_handshake"
+	if status == http.StatusForbidden {
+		label = "origin"
+	}
+	s.metrics.handshakeRejects.WithLabelValues(label).Inc()
+	if s.log.Enabled(r.Context(), levelDebug) {
+		s.log.Debug("handshake refused", "status", status, "error", reason.Error(), "remote", remoteAddr(r))
+	}
+	http.Error(w, http.StatusText(status)+": "+reason.Error(), status)
+}
+
+// remoteAddr is the client's address as nginx reports it (X-Real-IP), or the
+// peer address of a direct connection.
+func remoteAddr(r *http.Request) string {
+	if ip := r.Header.Get("X-Real-IP"); ip != "" {
+		return ip
+	}
+	return r.RemoteAddr
+}
+
+func closeCodeLabel(code int) string {
+	switch code {
+	case closeNormal:
+		return "1000"
+	case closeIdle:
+		return "1001"
+	case closeSlow:
+		return "1008"
+	case websocket.CloseMessageTooBig:
+		return "1009"
+	case closeServerRestart:
+		return "1012"
+	case closeAbnormal:
+		return "1006"
+	}
+	if code >= 1000 && code < 5000 {
+		return "other"
+	}
+	return "invalid"
+}

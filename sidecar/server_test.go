@@ -1,0 +1,313 @@
+package sidecar
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+// metricValue reads one sample from /metrics: name may carry labels exactly
+// as exposed, e.g. `wsgate_pushes_total{code="204"}`. Absent is 0.
+func metricValue(t *testing.T, ts *testServer, name string) float64 {
+	t.Helper()
+	resp, err := ts.http.Get("http://push/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+func TestWelcomeURLs(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) { c.Push.Listen = []string{"127.0.0.1", "::1"} })
+	_, w1 := ts.dial(t, nil)
+	_, w2 := ts.dial(t, nil)
+	urls := strings.Split(w1, ",")
+	if len(urls) != 2 {
+		t.Fatalf("welcome %q: want 2 URLs", w1)
+	}
+	id := idFromURL(t, urls[0])
+	if want := "http://" + id + "@127.0.0.1:48775/ws"; urls[0] != want {
+		t.Errorf("URL %q, want %q", urls[0], want)
+	}
+	if want := "http://" + id + "@[::1]:48775/ws"; urls[1] != want {
+		t.Errorf("URL %q, want %q", urls[1], want)
+	}
+	if id2 := idFromURL(t, strings.Split(w2, ",")[0]); id2 == id {
+		t.Errorf("two clients share id %q", id)
+	}
+}
+
+func TestWelcomeAdvertiseAndInstancePort(t *testing.T) {
+	c := config.Default()
+	c.Push.Advertise = []string{"push.example.net", "2001:db8::1"}
+	c.Location = "/live/updates"
+	w := newWelcomer(&c, 3)
+	got := string(w.frame("ID"))
+	want := "http://ID@push.example.net:48777/live/updates,http://ID@[2001:db8::1]:48777/live/updates"
+	if got != want {
+		t.Fatalf("welcome %q, want %q", got, want)
+	}
+}
+
+func TestWelcomeJSON(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) { c.WebSocket.Welcome = "json" })
+	c, welcome := ts.dial(t, nil)
+	var w struct {
+		ID   string   `json:"id"`
+		Push []string `json:"push"`
+	}
+	if err := json.Unmarshal([]byte(welcome), &w); err != nil {
+		t.Fatalf("welcome %q: %v", welcome, err)
+	}
+	if len(w.Push) != 1 || w.Push[0] != "http://"+w.ID+"@127.0.0.1:48775/ws" {
+		t.Fatalf("welcome %+v", w)
+	}
+	if ts.pushText(t, w.ID, "hi") != 204 {
+		t.Fatal("push to the JSON welcome's id failed")
+	}
+	if _, msg := read(t, c); string(msg) != "hi" {
+		t.Fatalf("got %q", msg)
+	}
+}
+
+func TestIDs(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 10000; i++ {
+		id := newID()
+		if !validID(id) || strings.ContainsAny(id, ":@/+=") {
+			t.Fatalf("id %q is not URL- and user-name-safe", id)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(id)
+		if err != nil || len(raw)*8 < 128 {
+			t.Fatalf("id %q carries %d bits", id, len(raw)*8)
+		}
+		if seen[id] {
+			t.Fatalf("duplicate id %q", id)
+		}
+		seen[id] = true
+	}
+	for _, bad := range []string{"", "short", strings.Repeat("A", 21), strings.Repeat("A", 23), strings.Repeat("A", 21) + ":", strings.Repeat("A", 21) + "="} {
+		if validID(bad) {
+			t.Errorf("validID(%q) = true", bad)
+		}
+	}
+}
+
+func TestOriginCheck(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.AllowedOrigins = []string{"https://app.example", "http://localhost:3000"}
+	})
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"https://app.example", true},
+		{"HTTPS://APP.EXAMPLE", true},
+		{"http://localhost:3000", true},
+		{"", true}, // not a browser
+		{"https://evil.example", false},
+		{"https://app.example.evil", false},
+		{"http://app.example", false},
+	} {
+		h := http.Header{}
+		if tc.origin != "" {
+			h.Set("Origin", tc.origin)
+		}
+		c, _, err := ts.tryDial(h)
+		if tc.ok != (err == nil) {
+			t.Errorf("origin %q: err %v, want allowed=%v", tc.origin, err, tc.ok)
+		}
+		if err != nil {
+			if he, ok := err.(*handshakeErr); !ok || he.status != 403 {
+				t.Errorf("origin %q: %v, want a 403", tc.origin, err)
+			}
+		} else {
+			c.Close()
+		}
+	}
+	if v := metricValue(t, ts, `wsgate_handshake_rejections_total{reason="origin"}`); v != 3 {
+		t.Errorf("origin rejections counted %v, want 3", v)
+	}
+}
+
+func TestNotAWebSocket(t *testing.T) {
+	ts := newTestServer(t, nil)
+	resp, err := (&http.Client{Transport: unixTransport(ts.wsPath)}).Get("http://ws/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("plain GET on the ws socket: %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestKeepalive(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.PingInterval = config.Duration(50 * time.Millisecond)
+		c.WebSocket.IdleTimeout = config.Duration(200 * time.Millisecond)
+	})
+	// A client that answers pings (gorilla's default ping handler) stays.
+	alive, _ := ts.dial(t, nil)
+	pings := make(chan struct{}, 100)
+	alive.SetPingHandler(func(data string) error {
+		pings <- struct{}{}
+		return alive.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	aliveErr := make(chan error, 1)
+	go func() {
+		_, _, err := alive.ReadMessage()
+		aliveErr <- err
+	}()
+
+	// A client that reads but never pongs is closed with 1001.
+	silent, _ := ts.dial(t, nil)
+	silent.SetPingHandler(func(string) error { return nil })
+	if code := readClose(t, silent); code != websocket.CloseGoingAway {
+		t.Fatalf("silent client closed with %d, want 1001", code)
+	}
+	// By then the answering client has seen pings for longer than
+	// idle_timeout and is still connected.
+	for i := 0; i < 6; i++ {
+		select {
+		case <-pings:
+		case err := <-aliveErr:
+			t.Fatalf("answering client lost: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no ping")
+		}
+	}
+	select {
+	case err := <-aliveErr:
+		t.Fatalf("answering client lost: %v", err)
+	default:
+	}
+	if n := ts.Connections(); n != 1 {
+		t.Fatalf("%d clients connected, want 1", n)
+	}
+}
+
+// Pushes count as traffic: a client that is pushed to often is not pinged.
+func TestKeepaliveNoPingWhileBusy(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.PingInterval = config.Duration(300 * time.Millisecond)
+		c.WebSocket.IdleTimeout = config.Duration(time.Hour)
+	})
+	c, id := ts.connect(t)
+	pinged := make(chan struct{}, 1)
+	c.SetPingHandler(func(string) error {
+		select {
+		case pinged <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+	// Push every 30ms for 1.2s: four ping intervals with traffic.
+	for i := 0; i < 40; i++ {
+		ts.pushText(t, id, "x")
+		read(t, c)
+		time.Sleep(30 * time.Millisecond)
+	}
+	select {
+	case <-pinged:
+		t.Fatal("pinged although pushes flowed")
+	default:
+	}
+	// Silence: now a ping comes.
+	go c.ReadMessage()
+	select {
+	case <-pinged:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ping after silence")
+	}
+}
+
+func TestShutdownClosesWith1012AfterQueued(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, id := ts.connect(t)
+	for i := 0; i < 10; i++ {
+		ts.pushText(t, id, strconv.Itoa(i))
+	}
+	ts.stop()
+	for i := 0; i < 10; i++ {
+		if _, msg := read(t, c); string(msg) != strconv.Itoa(i) {
+			t.Fatalf("message %d: %q", i, msg)
+		}
+	}
+	if code := readClose(t, c); code != websocket.CloseServiceRestart {
+		t.Fatalf("close code %d, want 1012", code)
+	}
+	ts.shutdown(t)
+	if _, _, err := ts.tryDial(nil); err == nil {
+		t.Fatal("accepted a client after shutdown")
+	}
+}
+
+// A client that never reads cannot hold shutdown beyond shutdown_timeout.
+func TestShutdownIsBounded(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.ShutdownTimeout = config.Duration(300 * time.Millisecond)
+		c.WebSocket.SendQueue = 64
+		c.Push.MaxBody = 1 << 20
+		c.WebSocket.SendQueueBytes = 64 << 20
+		c.WebSocket.SlowClient = "drop"
+	})
+	_, id := ts.connect(t) // never reads
+	big := strings.Repeat("b", 1<<20)
+	for i := 0; i < 64; i++ {
+		if ts.pushText(t, id, big) != 204 {
+			break
+		}
+	}
+	ts.shutdown(t) // fails the test if Serve does not return
+	if n := ts.Connections(); n != 0 {
+		t.Fatalf("%d clients left after shutdown", n)
+	}
+}
+
+func TestMetricsCount(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, id := ts.connect(t)
+	ts.pushText(t, id, "a")
+	read(t, c)
+	ts.pushText(t, "nobody", "b")
+	for name, want := range map[string]float64{
+		"wsgate_connections":                    1,
+		"wsgate_connects_total":                 1,
+		`wsgate_pushes_total{code="204"}`:       1,
+		`wsgate_pushes_total{code="404"}`:       1,
+		"wsgate_messages_sent_total":            1,
+		"wsgate_push_latency_seconds_count":     1,
+		"wsgate_send_queue_messages":            0,
+		`wsgate_disconnects_total{code="1000"}`: 0,
+	} {
+		if got := metricValue(t, ts, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	eventually(t, "queue drained", func() bool { return metricValue(t, ts, "wsgate_send_queue_messages") == 0 })
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "bye"))
+	eventually(t, "disconnect counted", func() bool {
+		return metricValue(t, ts, `wsgate_disconnects_total{code="1000"}`) == 1
+	})
+}

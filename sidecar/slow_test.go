@@ -1,0 +1,98 @@
+package sidecar
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+// pushUntilFull pushes 64 KiB messages to a client that does not read until
+// one is refused, and returns how many were accepted. It fails the test if
+// more than limit are.
+func pushUntilFull(t *testing.T, ts *testServer, id string, limit int) int {
+	t.Helper()
+	for i := 0; i < limit; i++ {
+		msg := fmt.Sprintf("%06d%s", i, strings.Repeat(".", 64<<10-6))
+		switch status := ts.pushText(t, id, msg); status {
+		case 204:
+			if q := metricValue(t, ts, "wsgate_send_queue_messages"); q > float64(ts.queueLen) {
+				t.Fatalf("%v messages queued, over send_queue %d", q, ts.queueLen)
+			}
+		case 503:
+			return i
+		default:
+			t.Fatalf("push %d: status %d", i, status)
+		}
+	}
+	t.Fatalf("a client that never reads accepted %d × 64 KiB: memory is not bounded", limit)
+	return 0
+}
+
+func TestSlowClientClose(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.SendQueue = 4
+		c.WebSocket.SlowClient = "close"
+	})
+	_, id := ts.connect(t)
+	// The queue holds 4; the rest of what was accepted sits in the
+	// kernel's socket buffers, a few hundred KiB at most.
+	accepted := pushUntilFull(t, ts, id, 200)
+	t.Logf("accepted %d × 64 KiB before 503", accepted)
+	eventually(t, "slow client closed", func() bool { return ts.Connections() == 0 })
+	if s := ts.pushText(t, id, "late"); s != 404 {
+		t.Fatalf("push to the closed slow client: %d, want 404", s)
+	}
+	for name, want := range map[string]float64{
+		"wsgate_slow_client_closes_total":              1,
+		`wsgate_push_drops_total{reason="queue_full"}`: 1,
+		`wsgate_pushes_total{code="503"}`:              1,
+		"wsgate_send_queue_messages":                   0,
+	} {
+		if got := metricValue(t, ts, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestSlowClientDrop(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.SendQueue = 4
+		c.WebSocket.SlowClient = "drop"
+	})
+	c, id := ts.connect(t)
+	accepted := pushUntilFull(t, ts, id, 200)
+	// Still full, still connected: further pushes are dropped with 503.
+	if s := ts.pushText(t, id, "dropped"); s != 503 {
+		t.Fatalf("push to a full queue: %d, want 503", s)
+	}
+	if ts.Connections() != 1 {
+		t.Fatal("drop policy closed the client")
+	}
+	// Once the client reads, it gets every accepted push, in order.
+	for i := 0; i < accepted; i++ {
+		if _, msg := read(t, c); string(msg[:6]) != fmt.Sprintf("%06d", i) {
+			t.Fatalf("message %d starts %q", i, msg[:6])
+		}
+	}
+	if s := ts.pushText(t, id, "after"); s != 204 {
+		t.Fatalf("push after draining: %d", s)
+	}
+	if _, msg := read(t, c); string(msg) != "after" {
+		t.Fatalf("got %q, want the push made after draining", msg)
+	}
+}
+
+// The byte bound holds even when the message count is far from full.
+func TestSendQueueBytesBound(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.SendQueue = 10000
+		c.Push.MaxBody = 64 << 10
+		c.WebSocket.SendQueueBytes = 256 << 10
+		c.WebSocket.SlowClient = "drop"
+	})
+	_, id := ts.connect(t)
+	accepted := pushUntilFull(t, ts, id, 200)
+	t.Logf("accepted %d × 64 KiB before 503", accepted)
+}
