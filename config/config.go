@@ -46,15 +46,15 @@ type Push struct {
 
 // WebSocket configures client connections.
 type WebSocket struct {
-	PingInterval   Duration `toml:"ping_interval"`   // ping after this long with no traffic
-	IdleTimeout    Duration `toml:"idle_timeout"`    // close 1001 after this long with nothing received
-	WriteTimeout   Duration `toml:"write_timeout"`   // bound on one frame write to a client
-	MaxMessage     Size     `toml:"max_message"`     // largest client->server message
-	SendQueue      int      `toml:"send_queue"`      // messages queued per client
+	PingInterval   Duration `toml:"ping_interval"`    // ping after this long with no traffic
+	IdleTimeout    Duration `toml:"idle_timeout"`     // close 1001 after this long with nothing received
+	WriteTimeout   Duration `toml:"write_timeout"`    // bound on one frame write to a client
+	MaxMessage     Size     `toml:"max_message"`      // largest client->server message
+	SendQueue      int      `toml:"send_queue"`       // messages queued per client
 	SendQueueBytes Size     `toml:"send_queue_bytes"` // bytes queued per client
-	SlowClient     string   `toml:"slow_client"`     // "close" or "drop" when the queue is full
-	AllowedOrigins []string `toml:"allowed_origins"` // empty: any Origin
-	Welcome        string   `toml:"welcome"`         // "urls" or "json"
+	SlowClient     string   `toml:"slow_client"`      // "close" or "drop" when the queue is full
+	AllowedOrigins []string `toml:"allowed_origins"`  // empty: any Origin
+	Welcome        string   `toml:"welcome"`          // "urls" or "json"
 }
 
 // Upstream configures the optional backend that receives client events.
@@ -130,6 +130,9 @@ func Parse(r io.Reader, name string) (Config, error) {
 			}
 			return Config{}, fmt.Errorf("%s:%d: %s", name, pe.Position.Line, pe.Message)
 		}
+		if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+			return Config{}, fmt.Errorf("%s:%s: %s: %s", name, m[1], m[2], m[3])
+		}
 		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
 	lines := keyLines(data)
@@ -151,6 +154,9 @@ func (c *Config) Validate() error {
 }
 
 var (
+	// typeErrRE matches BurntSushi/toml's type mismatch errors, which are
+	// not ParseErrors.
+	typeErrRE  = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
 	locationRE = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)+$`)
 	hostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
 )

@@ -1,0 +1,185 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseFull(t *testing.T) {
+	c, err := Parse(strings.NewReader(`
+instances   = 2
+runtime_dir = "/run/wsgate-test"
+location    = "/live/ws"
+listen      = ["127.0.0.1:8080", "[::1]:8080"]
+
+[push]
+listen    = ["127.0.0.1", "::1"]
+port_base = 50000
+advertise = ["push.example.net"]
+max_body  = "64KiB"
+
+[websocket]
+ping_interval   = "30s"
+idle_timeout    = "45s"
+max_message     = 4096
+send_queue      = 16
+slow_client     = "drop"
+allowed_origins = ["https://app.example"]
+welcome         = "json"
+
+[upstream]
+url = "http://127.0.0.1:9000/events"
+`), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Instances != 2 || c.Location != "/live/ws" || c.Push.PortBase != 50000 || c.Push.MaxBody != 64<<10 ||
+		c.WebSocket.PingInterval.D() != 30*time.Second || c.WebSocket.MaxMessage != 4096 ||
+		c.WebSocket.SlowClient != "drop" || c.WebSocket.Welcome != "json" || c.Upstream.URL == "" {
+		t.Fatalf("parsed %+v", c)
+	}
+	if c.WebSocket.SendQueueBytes != Default().WebSocket.SendQueueBytes {
+		t.Error("an unset key lost its default")
+	}
+	if got := c.PushListenAddrs(2); strings.Join(got, " ") != "127.0.0.1:50001 [::1]:50001" {
+		t.Errorf("push listen addrs %v", got)
+	}
+	if got := c.AdvertiseHosts(); len(got) != 1 || got[0] != "push.example.net" {
+		t.Errorf("advertise %v", got)
+	}
+	if c.WSSocket(2) != "/run/wsgate-test/ws-2.sock" || c.PushSocket(1) != "/run/wsgate-test/push-1.sock" {
+		t.Errorf("socket paths %s %s", c.WSSocket(2), c.PushSocket(1))
+	}
+}
+
+func TestAdvertiseDefaultsToPushListen(t *testing.T) {
+	c := Default()
+	c.Push.Listen = []string{"127.0.0.1", "[::1]"}
+	if got := strings.Join(c.AdvertiseHosts(), " "); got != "127.0.0.1 [::1]" {
+		t.Fatalf("advertise %q", got)
+	}
+	c.Push.Listen = []string{"0.0.0.0"}
+	for _, h := range c.AdvertiseHosts() {
+		if h == "0.0.0.0" || strings.Contains(h, ":") {
+			t.Fatalf("wildcard advertised as %q", h)
+		}
+	}
+}
+
+// Every invalid value is an error naming its key and line.
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		toml, want string
+	}{
+		{"instances = 0", "t.toml:1: instances: 0 is out of range"},
+		{"\ninstances = 2000", "t.toml:2: instances: 2000 is out of range"},
+		{`runtime_dir = "relative"`, "t.toml:1: runtime_dir:"},
+		{`runtime_dir = "/run/my dir"`, "t.toml:1: runtime_dir:"},
+		{`runtime_dir = "/` + strings.Repeat("x", 100) + `"`, "too long"},
+		{`location = "ws"`, "t.toml:1: location:"},
+		{`location = "/ws/"`, "t.toml:1: location:"},
+		{`location = "/w s"`, "t.toml:1: location:"},
+		{`location = "/ws;evil"`, "t.toml:1: location:"},
+		{`listen = []`, "t.toml:1: listen: needs at least one"},
+		{`listen = ["8080"]`, "t.toml:1: listen: \"8080\""},
+		{`listen = ["::1:8080"]`, "brackets"},
+		{`listen = ["127.0.0.1:0"]`, "out of range"},
+		{`shutdown_timeout = "0s"`, "t.toml:1: shutdown_timeout: must be positive"},
+		{`shutdown_timeout = "soon"`, `t.toml:1: shutdown_timeout: "soon" is not a duration`},
+		{"[push]\nlisten = [\"localhost\"]", `t.toml:2: push.listen: "localhost" is not an IP address`},
+		{"[push]\nlisten = []", "t.toml:2: push.listen: needs at least one"},
+		{"[push]\nport_base = 65535\n", "t.toml:2: push.port_base:"},
+		{"[push]\nport_base = 0", "t.toml:2: push.port_base:"},
+		{"[push]\nadvertise = [\"http://x\"]", "t.toml:2: push.advertise:"},
+		{"[push]\nmax_body = 0", "t.toml:2: push.max_body:"},
+		{"[push]\nmax_body = \"2GiB\"", "t.toml:2: push.max_body:"},
+		{"[push]\nmax_body = \"lots\"", `t.toml:2: push.max_body: "lots" is not a size`},
+		{"[push]\n\nmax_body = -1", `t.toml:3: push.max_body: "-1" is not a size`},
+		{"[websocket]\nping_interval = \"0s\"", "t.toml:2: websocket.ping_interval: must be positive"},
+		{"[websocket]\nidle_timeout = \"1m\"", "t.toml:2: websocket.idle_timeout: 1m0s must be longer than websocket.ping_interval"},
+		{"[websocket]\nwrite_timeout = \"-1s\"", "t.toml:2: websocket.write_timeout: must be positive"},
+		{"[websocket]\nmax_message = 0", "t.toml:2: websocket.max_message:"},
+		{"[websocket]\nsend_queue = 0", "t.toml:2: websocket.send_queue:"},
+		{"[websocket]\nsend_queue = 100000", "t.toml:2: websocket.send_queue:"},
+		{"[websocket]\nsend_queue_bytes = 10", "t.toml:2: websocket.send_queue_bytes:"},
+		{"[websocket]\nslow_client = \"block\"", `t.toml:2: websocket.slow_client: "block" is not one of "close", "drop"`},
+		{"[websocket]\nallowed_origins = [\"example.com\"]", "t.toml:2: websocket.allowed_origins:"},
+		{"[websocket]\nallowed_origins = [\"https://a.example/path\"]", "t.toml:2: websocket.allowed_origins:"},
+		{"[websocket]\nwelcome = \"xml\"", "t.toml:2: websocket.welcome:"},
+		{"[upstream]\nurl = \"ftp://x\"", "t.toml:2: upstream.url:"},
+		{"[log]\nlevel = \"loud\"", "t.toml:2: log.level:"},
+		{"[log]\nformat = \"xml\"", "t.toml:2: log.format:"},
+		{"[nginx]\nbinary = \"\"", "t.toml:2: nginx.binary:"},
+		{"[nginx]\nworker_processes = -1", "t.toml:2: nginx.worker_processes:"},
+		{"[nginx]\nworker_connections = 10", "t.toml:2: nginx.worker_connections:"},
+		{"instance = 3", "t.toml:1: instance: unknown key"},
+		{"[push]\nmaxbody = 3", "t.toml:2: push.maxbody: unknown key"},
+		{"[pusj]\nmax_body = 3", "t.toml:1: pusj: unknown key"},
+		{"websocket.sendqueue = 3", "t.toml:1: websocket.sendqueue: unknown key"},
+		{`instances = "four"`, "t.toml:1: instances: incompatible types"},
+		{"instances = ", "t.toml:1:"},
+	} {
+		_, err := Parse(strings.NewReader(tc.toml), "t.toml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant containing %q", tc.toml, err, tc.want)
+		}
+	}
+}
+
+func TestParseReportsEveryErrorInLineOrder(t *testing.T) {
+	_, err := Parse(strings.NewReader("[websocket]\nwelcome = \"x\"\nslow_client = \"y\"\n[push]\nmax_body = 0\n"), "t.toml")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "t.toml:2:") || !strings.HasPrefix(lines[1], "t.toml:3:") || !strings.HasPrefix(lines[2], "t.toml:5:") {
+		t.Fatalf("errors:\n%v", err)
+	}
+}
+
+func TestSize(t *testing.T) {
+	for in, want := range map[string]Size{
+		"0": 0, "512": 512, "1KiB": 1024, "64KiB": 64 << 10, "1MiB": 1 << 20, "2GiB": 2 << 30,
+		"1KB": 1000, "1MB": 1000000, "10B": 10, " 3 MiB ": 3 << 20,
+	} {
+		var s Size
+		if err := s.UnmarshalText([]byte(in)); err != nil || s != want {
+			t.Errorf("%q: %d, %v; want %d", in, s, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "1.5MiB", "-1", "1TiB", "MiB", "99999999999999999999"} {
+		var s Size
+		if err := s.UnmarshalText([]byte(bad)); err == nil {
+			t.Errorf("%q accepted as %d", bad, s)
+		}
+	}
+	for s, want := range map[Size]string{1 << 20: "1MiB", 1536: "1536", 3 << 10: "3KiB", 0: "0"} {
+		if s.String() != want {
+			t.Errorf("%d.String() = %q, want %q", s, s.String(), want)
+		}
+	}
+}
+
+// FuzzParse: no input makes Parse panic, and whatever it accepts is valid.
+func FuzzParse(f *testing.F) {
+	f.Add("instances = 2\n[push]\nmax_body = \"1MiB\"\n")
+	f.Add("[websocket]\nping_interval = \"1s\"\nidle_timeout = \"2s\"\n")
+	f.Add("listen = [\"[::1]:80\"]\n[push]\nlisten = [\"::1\"]\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse(strings.NewReader(s), "f.toml")
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("Parse accepted an invalid config: %v", err)
+		}
+	})
+}

@@ -1,0 +1,99 @@
+package sidecar
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+func TestListenersBindWithoutActivation(t *testing.T) {
+	t.Setenv("LISTEN_PID", "") // no activation
+	cfg := config.Default()
+	cfg.RuntimeDir = filepath.Join(t.TempDir(), "run")
+	ws, push, activated, err := Listeners(&cfg, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	defer push.Close()
+	if activated {
+		t.Fatal("reported activation without LISTEN_FDS")
+	}
+	for _, p := range []string{cfg.WSSocket(2), cfg.PushSocket(2)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != socketMode {
+			t.Errorf("%s: mode %v, want a socket with %o", p, fi.Mode(), socketMode)
+		}
+	}
+	if ws.Addr().String() != cfg.WSSocket(2) || push.Addr().String() != cfg.PushSocket(2) {
+		t.Errorf("ws on %s, push on %s", ws.Addr(), push.Addr())
+	}
+}
+
+func TestBindUnixReplacesStaleSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	old, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.(*net.UnixListener).SetUnlinkOnClose(false)
+	old.Close() // leaves the file behind, as a crashed process does
+	l, err := bindUnix(path)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l.Close()
+}
+
+func TestBindUnixRefusesLiveSocketAndOtherFiles(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "live.sock")
+	l, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := bindUnix(live); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("bound over a live socket: %v", err)
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("keep me"), 0o644)
+	if _, err := bindUnix(file); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("bound over a regular file: %v", err)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "keep me" {
+		t.Error("regular file was touched")
+	}
+}
+
+func TestPickActivatedListeners(t *testing.T) {
+	listen := func() net.Listener {
+		l, err := net.Listen("unix", filepath.Join(t.TempDir(), "x.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	ws, push := listen(), listen()
+	gotWS, gotPush, err := pick(map[string][]net.Listener{"ws": {ws}, "push": {push}})
+	if err != nil || gotWS != ws || gotPush != push {
+		t.Fatalf("pick: %v", err)
+	}
+	for name, named := range map[string]map[string][]net.Listener{
+		"missing push": {"ws": {listen()}},
+		"unnamed":      {"LISTEN_FD_3": {listen()}, "LISTEN_FD_4": {listen()}},
+		"two ws":       {"ws": {listen(), listen()}, "push": {listen()}},
+		"extra socket": {"ws": {listen()}, "push": {listen()}, "other": {listen()}},
+	} {
+		if _, _, err := pick(named); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
