@@ -1,0 +1,177 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// writeConfig writes a TOML file into dir and returns its path.
+func writeConfig(t *testing.T, dir, toml string) string {
+	t.Helper()
+	p := filepath.Join(dir, "wsgate.toml")
+	if err := os.WriteFile(p, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// unixListener listens on a fresh socket in dir and returns it as the file
+// socket activation would pass.
+func unixListener(t *testing.T, path string) *os.File {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close() // f keeps the socket open
+	t.Cleanup(func() { os.Remove(path) })
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// syncBuffer collects a process's output for the test to read while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// dialWS opens a WebSocket with the given dialer target (a ws:// URL; when
+// unixPath is set, the connection goes to that socket) and returns it with
+// its welcome.
+func dialWS(url, unixPath string) (*websocket.Conn, string, error) {
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	if unixPath != "" {
+		d.NetDial = func(_, _ string) (net.Conn, error) { return net.Dial("unix", unixPath) }
+	}
+	c, _, err := d.Dial(url, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, msg, err := c.ReadMessage()
+	if err != nil {
+		c.Close()
+		return nil, "", err
+	}
+	c.SetReadDeadline(time.Time{})
+	return c, string(msg), nil
+}
+
+// mustDial is dialWS that fails the test on error and closes at cleanup.
+func mustDial(t *testing.T, url, unixPath string) (*websocket.Conn, string) {
+	t.Helper()
+	c, welcome, err := dialWS(url, unixPath)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, welcome
+}
+
+// httpClient sends requests to the unix socket at path, or over TCP when
+// path is "".
+func httpClient(path string) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	if path != "" {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// post sends body to a push URL as given in a welcome (the id travels as
+// the URL's user name, as curl sends it) and returns status and body.
+func post(t *testing.T, hc *http.Client, url, contentType string, body []byte) (int, string) {
+	t.Helper()
+	return do(t, hc, "POST", url, contentType, body)
+}
+
+func do(t *testing.T, hc *http.Client, method, url, contentType string, body []byte) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// readMsg reads one message with a deadline.
+func readMsg(t *testing.T, c *websocket.Conn) (int, []byte) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	kind, msg, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return kind, msg
+}
+
+// closeCode reads until the connection ends and returns its close code, or
+// fails when it ends without a close frame.
+func closeCode(t *testing.T, c *websocket.Conn) int {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if ce, ok := err.(*websocket.CloseError); ok {
+			return ce.Code
+		}
+		t.Fatalf("connection ended without a close frame: %v", err)
+	}
+}
+
+// waitFor fails the test unless cond turns true within d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// firstURL is the first push URL of a "urls" welcome.
+func firstURL(welcome string) string { return strings.Split(welcome, ",")[0] }
