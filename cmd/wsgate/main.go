@@ -19,6 +19,8 @@ type command struct {
 }
 
 var commands = map[string]command{
+	"check":   {"validate the TOML and test the generated nginx config with nginx -t", runCheck},
+	"nginx":   {"print the nginx config generated from the TOML", runNginx},
 	"serve":   {"run one sidecar instance (as systemd runs it)", runServe},
 	"version": {"print version, Go version and commit", runVersion},
 }

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/nginx"
+)
+
+// bin is the wsgate binary TestMain builds for the tests to run.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "wsgate-bin-")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "wsgate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		panic(fmt.Sprintf("go build: %v\n%s", err, out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run runs the wsgate binary and returns its exit code, stdout and stderr.
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// writeFile writes a TOML file into dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	def := config.Default()
+	_, noNginx := nginx.Binary(&def)
+
+	good := writeFile(t, dir, "good.toml", "instances = 2\nlocation = \"/live\"\n")
+	code, stdout, stderr := run(t, "check", "-config", good)
+	if code != 0 || !strings.Contains(stdout, good+": configuration ok") {
+		t.Errorf("check good.toml: exit %d\n%s%s", code, stdout, stderr)
+	}
+	want := "-t: generated nginx.conf ok"
+	if noNginx != nil {
+		want = "nginx -t skipped"
+	}
+	if !strings.Contains(stdout, want) {
+		t.Errorf("check good.toml does not say %q:\n%s", want, stdout)
+	}
+
+	bad := writeFile(t, dir, "bad.toml", "instances = 2\n\n[push]\nbogus = 1\n")
+	code, stdout, stderr = run(t, "check", "-config", bad)
+	if want := bad + ":4: push.bogus: unknown key"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("check bad.toml: exit %d, want 1 and %q\n%s%s", code, want, stdout, stderr)
+	}
+
+	if noNginx != nil {
+		t.Skipf("skipping the nginx -t failures: %v", noNginx)
+	}
+	for name, toml := range map[string]string{
+		"duplicate listen": `listen = ["127.0.0.1:8080", "127.0.0.1:8080"]`, // nginx -t fails
+		"push port taken":  `listen = ["127.0.0.1:48775"]`,                  // nginx -t warns
+	} {
+		path := writeFile(t, dir, "nginx.toml", toml+"\n")
+		code, stdout, stderr = run(t, "check", "-config", path)
+		nginxSaid := strings.Contains(stdout, "[emerg]") || strings.Contains(stdout, "[warn]")
+		if code != 1 || !nginxSaid || !strings.Contains(stderr, "nginx.conf") {
+			t.Errorf("check with %s: exit %d, want 1 with nginx's output\n%s%s", name, code, stdout, stderr)
+		}
+	}
+}
+
+func TestNginx(t *testing.T) {
+	path := writeFile(t, t.TempDir(), "wsgate.toml", "instances = 3\n[push]\nmax_body = \"64KiB\"\n")
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := nginx.Snippets(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := run(t, "nginx", "-config", path); code != 0 || stdout != want {
+		t.Errorf("wsgate nginx: exit %d, printed\n%s%s\nwant\n%s", code, stdout, stderr, want)
+	}
+
+	state := t.TempDir()
+	want, err = nginx.Standalone(&c, nginx.DefaultOptions(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := run(t, "nginx", "-config", path, "-standalone", "-state", state); code != 0 || stdout != want {
+		t.Errorf("wsgate nginx -standalone: exit %d, printed\n%s%s\nwant\n%s", code, stdout, stderr, want)
+	}
+
+	def := config.Default()
+	if want, err = nginx.Snippets(&def); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, _ := run(t, "nginx"); code != 0 || stdout != want {
+		t.Errorf("wsgate nginx without -config: exit %d, not the defaults' snippets", code)
+	}
+}

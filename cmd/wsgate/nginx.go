@@ -1,0 +1,53 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/nginx"
+)
+
+func runNginx(args []string) error {
+	fs := flag.NewFlagSet("nginx", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "TOML configuration `file` (default: the built-in defaults)")
+	standalone := fs.Bool("standalone", false, "print a complete nginx.conf instead of the snippets for your own nginx")
+	state := fs.String("state", filepath.Join(os.TempDir(), "wsgate"), "`dir`ectory for the standalone nginx's pid file, error log and temp files")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errors.New("usage: wsgate nginx [-config FILE] [-standalone [-state DIR]]")
+	}
+	c, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	var out string
+	if *standalone {
+		dir, err := filepath.Abs(*state)
+		if err != nil {
+			return err
+		}
+		out, err = nginx.Standalone(&c, nginx.DefaultOptions(dir))
+		if err != nil {
+			return err
+		}
+	} else if out, err = nginx.Snippets(&c); err != nil {
+		return err
+	}
+	_, err = fmt.Print(out)
+	return err
+}
+
+// loadConfig loads path, or returns the defaults when path is empty.
+func loadConfig(path string) (config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}

@@ -1,0 +1,123 @@
+package nginx
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+// testConfigs are the configurations nginx -t must accept.
+func testConfigs(t *testing.T) map[string]config.Config {
+	t.Helper()
+	parse := func(toml string) config.Config {
+		c, err := config.Parse(strings.NewReader(toml), "test.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	longest := "/" + strings.Repeat("r", 84) // the longest runtime_dir config accepts
+	return map[string]config.Config{
+		"default": config.Default(),
+		"ipv6": parse(`instances = 4
+listen = ["[::1]:18080"]
+[push]
+listen = ["::1", "127.0.0.1"]
+`),
+		"custom": parse(`location = "/socket/v1.live"
+runtime_dir = "/tmp/wsgate-test/run"
+listen = ["*:18081", "localhost:18082"]
+[push]
+listen = ["0.0.0.0", "::"]
+max_body = "64KiB"
+[websocket]
+ping_interval = "30s"
+idle_timeout = "90500ms"
+[nginx]
+worker_processes = 2
+worker_connections = 1024
+`),
+		"max": parse(`instances = 1024
+runtime_dir = "` + longest + `"
+[push]
+listen = ["0.0.0.0", "::"]
+port_base = 20000
+`),
+	}
+}
+
+// nginxBinary skips the test when nginx is not installed.
+func nginxBinary(t *testing.T) string {
+	t.Helper()
+	c := config.Default()
+	bin, err := Binary(&c)
+	if err != nil {
+		t.Skipf("skipping nginx -t: %v", err)
+	}
+	return bin
+}
+
+// nginxTest renders the standalone config for c into a fresh state
+// directory and runs nginx -t on it, as the user cred names (nil: this
+// process's user).
+func nginxTest(t *testing.T, bin string, c config.Config, cred *syscall.Credential) {
+	t.Helper()
+	dir := t.TempDir()
+	o := DefaultOptions(dir)
+	if cred != nil {
+		// t.TempDir's parent is private to this user.
+		var err error
+		if dir, err = os.MkdirTemp("", "wsgate-nginx-test-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+		o = Options{StateDir: dir}
+	}
+	conf, err := Standalone(&c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-t", "-q", "-p", dir+"/", "-c", file)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nginx -t: %v\n%s\nconfig:\n%s", err, out, conf)
+	}
+	if len(out) > 0 {
+		t.Errorf("nginx -t warned:\n%s", out)
+	}
+}
+
+func TestNginxAcceptsStandalone(t *testing.T) {
+	bin := nginxBinary(t)
+	for name, c := range testConfigs(t) {
+		t.Run(name, func(t *testing.T) {
+			nginxTest(t, bin, c, nil)
+		})
+	}
+}
+
+func TestNginxAcceptsStandaloneUnprivileged(t *testing.T) {
+	bin := nginxBinary(t)
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: running as an unprivileged user needs root to switch to it (TestNginxAcceptsStandalone already ran nginx -t as this user)")
+	}
+	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
+	for name, c := range testConfigs(t) {
+		t.Run(name, func(t *testing.T) {
+			nginxTest(t, bin, c, nobody)
+		})
+	}
+}

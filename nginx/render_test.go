@@ -1,0 +1,231 @@
+package nginx
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+func TestLocationPitfalls(t *testing.T) {
+	for name, c := range testConfigs(t) {
+		t.Run(name, func(t *testing.T) {
+			loc, err := Location(&c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(loc, "location "+c.Location+" {\n") {
+				t.Errorf("does not start with the location %s:\n%s", c.Location, loc)
+			}
+			for _, d := range []string{
+				"proxy_pass http://wsgate_ws;",
+				"proxy_http_version 1.1;",
+				"proxy_set_header Upgrade $http_upgrade;",
+				"proxy_set_header Connection $wsgate_connection_upgrade;",
+				"proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+				"proxy_buffering off;",
+				"proxy_buffer_size 4k;",
+				"proxy_next_upstream error timeout;",
+				fmt.Sprintf("proxy_next_upstream_tries %d;", c.Instances),
+			} {
+				if !hasDirective(loc, d) {
+					t.Errorf("missing %q", d)
+				}
+			}
+			for _, d := range []string{"proxy_read_timeout", "proxy_send_timeout"} {
+				m := regexp.MustCompile(`(?m)^\s*` + d + ` (\d+)s;$`).FindStringSubmatch(loc)
+				if m == nil {
+					t.Fatalf("no %s in seconds", d)
+				}
+				if s, _ := strconv.Atoi(m[1]); time.Duration(s)*time.Second < c.WebSocket.IdleTimeout.D()+30*time.Second {
+					t.Errorf("%s %ss does not outlast idle_timeout %s", d, m[1], c.WebSocket.IdleTimeout.D())
+				}
+			}
+		})
+	}
+}
+
+func TestPushServers(t *testing.T) {
+	for name, c := range testConfigs(t) {
+		t.Run(name, func(t *testing.T) {
+			h, err := HTTP(&c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := blocks(h)
+			if m := block(t, all, "map $http_upgrade $wsgate_connection_upgrade"); !hasDirective(m, "default upgrade;") || !hasDirective(m, "''      close;") {
+				t.Errorf("bad Upgrade map:\n%s", m)
+			}
+			ws := block(t, all, "upstream wsgate_ws")
+			if !hasDirective(ws, "least_conn;") {
+				t.Error("wsgate_ws is not least_conn")
+			}
+			var servers []string
+			for _, b := range all {
+				if strings.HasPrefix(b, "server {") {
+					servers = append(servers, b)
+				}
+			}
+			if len(servers) != c.Instances {
+				t.Fatalf("%d push servers for %d instances", len(servers), c.Instances)
+			}
+			for i := 1; i <= c.Instances; i++ {
+				if !hasDirective(ws, "server unix:"+c.WSSocket(i)+" max_fails=2 fail_timeout=5s;") {
+					t.Errorf("wsgate_ws lacks instance %d", i)
+				}
+				up := block(t, all, fmt.Sprintf("upstream wsgate_push_%d", i))
+				if !hasDirective(up, "server unix:"+c.PushSocket(i)+";") {
+					t.Errorf("wsgate_push_%d does not point at %s:\n%s", i, c.PushSocket(i), up)
+				}
+				s := servers[i-1]
+				var listens []string
+				for _, m := range regexp.MustCompile(`(?m)^    listen (\S+?)(?: ipv6only=on)?;$`).FindAllStringSubmatch(s, -1) {
+					listens = append(listens, m[1])
+				}
+				if got, want := strings.Join(listens, " "), strings.Join(c.PushListenAddrs(i), " "); got != want {
+					t.Errorf("push server %d listens on %s, want %s", i, got, want)
+				}
+				for _, d := range []string{
+					fmt.Sprintf("proxy_pass http://wsgate_push_%d;", i),
+					fmt.Sprintf("client_max_body_size %d;", c.Push.MaxBody),
+					fmt.Sprintf("client_body_buffer_size %d;", c.Push.MaxBody),
+					"proxy_http_version 1.1;",
+					`proxy_set_header Connection "";`,
+					"proxy_next_upstream off;",
+					"access_log off;",
+					fmt.Sprintf(`return 413 '{"error":"body exceeds push.max_body (%d bytes)"}\n';`, c.Push.MaxBody),
+				} {
+					if !hasDirective(s, d) {
+						t.Errorf("push server %d lacks %q", i, d)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestListen(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:8080":      "127.0.0.1:8080",
+		"*:8080":              "*:8080",
+		":8080":               "*:8080",
+		"localhost:8080":      "localhost:8080",
+		"[::1]:8080":          "[::1]:8080",
+		"[::]:8080":           "[::]:8080 ipv6only=on",
+		"0.0.0.0:8080":        "0.0.0.0:8080",
+		"[::ffff:1.2.3.4]:80": "[::ffff:1.2.3.4]:80",
+	} {
+		if got, err := listen(in); err != nil || got != want {
+			t.Errorf("listen(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+func TestStandalone(t *testing.T) {
+	c := config.Default()
+	c.Listen = []string{"[::]:80", "0.0.0.0:80"}
+	c.Nginx.WorkerProcesses = 3
+	c.Nginx.WorkerConnections = 1000
+	s, err := Standalone(&c, Options{StateDir: "/var/lib/wsgate", User: "www-data", Group: "www-data"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{
+		"daemon off;", "master_process on;", "user www-data www-data;",
+		"worker_processes 3;", "worker_rlimit_nofile 3024;", "worker_connections 1000;",
+		"pid /var/lib/wsgate/nginx.pid;", "error_log /var/lib/wsgate/error.log;",
+		"client_body_temp_path /var/lib/wsgate/client_body;", "proxy_temp_path /var/lib/wsgate/proxy;",
+		"listen [::]:80 ipv6only=on;", "listen 0.0.0.0:80;", "location /ws {", "location = / {",
+		`return 200 "wsgate: connect a WebSocket to /ws\n";`, "upstream wsgate_ws {",
+	} {
+		if !hasDirective(s, d) {
+			t.Errorf("missing %q", d)
+		}
+	}
+	if strings.Contains(s, "include") {
+		t.Error("standalone config includes another file")
+	}
+	c = config.Default()
+	s, err = Standalone(&c, Options{StateDir: "/tmp/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(s, "user ") || !hasDirective(s, "worker_processes auto;") {
+		t.Errorf("want no user directive and worker_processes auto:\n%s", s)
+	}
+}
+
+// TestRejects checks that nothing unvalidated or unsafe reaches nginx.conf,
+// whether config validation catches it or the renderer's own check.
+func TestRejects(t *testing.T) {
+	for name, mod := range map[string]func(*config.Config){
+		"invalid config":      func(c *config.Config) { c.Instances = 0 },
+		"comment in path":     func(c *config.Config) { c.RuntimeDir = "/run/ws#x" },
+		"newline in path":     func(c *config.Config) { c.RuntimeDir = "/run/ws\nx" },
+		"tab in path":         func(c *config.Config) { c.RuntimeDir = "/run/ws\tx" },
+		"semicolon in listen": func(c *config.Config) { c.Listen = []string{"a;b:80"} },
+	} {
+		c := config.Default()
+		mod(&c)
+		if s, err := HTTP(&c); err == nil {
+			if s, err = Standalone(&c, Options{StateDir: "/tmp/x"}); err == nil {
+				t.Errorf("%s: rendered:\n%s", name, s)
+			}
+		}
+	}
+	c := config.Default()
+	for _, o := range []Options{
+		{StateDir: "relative"},
+		{StateDir: "/tmp/a b"},
+		{StateDir: "/tmp/x", User: "root;daemon on"},
+		{StateDir: "/tmp/x", User: "www-data", Group: "a b"},
+	} {
+		if s, err := Standalone(&c, o); err == nil {
+			t.Errorf("%+v: rendered:\n%s", o, s)
+		}
+	}
+}
+
+// hasDirective reports whether conf has line d, indented any amount.
+func hasDirective(conf, d string) bool {
+	for _, l := range strings.Split(conf, "\n") {
+		if strings.TrimSpace(l) == d {
+			return true
+		}
+	}
+	return false
+}
+
+// blocks returns the top-level blocks of conf in order, each from its
+// "head {" line to its closing brace.
+func blocks(conf string) []string {
+	var out []string
+	start := -1
+	lines := strings.SplitAfter(conf, "\n")
+	for i, l := range lines {
+		switch {
+		case start < 0 && strings.HasSuffix(l, " {\n") && l[0] != ' ':
+			start = i
+		case start >= 0 && strings.TrimRight(l, "\n") == "}":
+			out = append(out, strings.Join(lines[start:i+1], ""))
+			start = -1
+		}
+	}
+	return out
+}
+
+// block returns the top-level block of conf that starts with head.
+func block(t *testing.T, all []string, head string) string {
+	t.Helper()
+	for _, b := range all {
+		if strings.HasPrefix(b, head+" {\n") {
+			return b
+		}
+	}
+	t.Fatalf("no %s block", head)
+	return ""
+}

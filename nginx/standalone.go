@@ -1,0 +1,114 @@
+package nginx
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+// Options are the parts of a standalone nginx.conf that come from the
+// machine rather than from the wsgate config.
+type Options struct {
+	// StateDir holds nginx's pid file, error log and temp directories;
+	// an absolute path.
+	StateDir string
+	// User is the user nginx workers run as; empty omits the user
+	// directive, as nginx running unprivileged requires.
+	User string
+	// Group is the workers' group; empty lets nginx take the group named
+	// like User.
+	Group string
+}
+
+// DefaultOptions are the Options for running nginx as the current user:
+// when that is root, workers run as www-data, or else nobody, with the
+// user's primary group.
+func DefaultOptions(stateDir string) Options {
+	o := Options{StateDir: stateDir}
+	if os.Geteuid() != 0 {
+		return o
+	}
+	for _, name := range []string{"www-data", "nobody"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		o.User = u.Username
+		if g, err := user.LookupGroupId(u.Gid); err == nil {
+			o.Group = g.Name
+		}
+		break
+	}
+	return o
+}
+
+// extraFiles are the descriptors a worker needs beyond its connections:
+// listening sockets, logs and temp files.
+const extraFiles = 1024
+
+// standalone is what the standalone template sees.
+type standalone struct {
+	Options
+	WorkerProcesses   string
+	WorkerConnections int
+	RlimitNofile      int
+	Listen            []string
+	Location          string
+	HTTP, Loc         string
+}
+
+// Standalone renders a complete nginx.conf that runs in the foreground with
+// everything it writes under o.StateDir: the HTTP snippet, and one server on
+// every c.Listen address with the Location snippet and a one-line text page
+// at "/". Test it with `nginx -t -p STATEDIR -c FILE`.
+func Standalone(c *config.Config, o Options) (string, error) {
+	if !filepath.IsAbs(o.StateDir) {
+		return "", fmt.Errorf("nginx: state directory %q is not an absolute path", o.StateDir)
+	}
+	h, err := HTTP(c)
+	if err != nil {
+		return "", err
+	}
+	l, err := Location(c)
+	if err != nil {
+		return "", err
+	}
+	s := standalone{
+		Options:           o,
+		WorkerProcesses:   "auto",
+		WorkerConnections: c.Nginx.WorkerConnections,
+		// Each proxied WebSocket holds two connections, each one
+		// descriptor; the rest is headroom for files and sockets.
+		RlimitNofile: 2*c.Nginx.WorkerConnections + extraFiles,
+		Location:     c.Location,
+		HTTP:         h,
+		Loc:          l,
+	}
+	if n := c.Nginx.WorkerProcesses; n > 0 {
+		s.WorkerProcesses = fmt.Sprint(n)
+	}
+	for _, a := range c.Listen {
+		l, err := listen(a)
+		if err != nil {
+			return "", fmt.Errorf("listen: %w", err)
+		}
+		s.Listen = append(s.Listen, l)
+	}
+	return execute("standalone.conf", s)
+}
+
+// Binary finds the nginx executable: nginx.binary looked up in PATH, or
+// else /usr/sbin/nginx, which is often missing from a user's PATH.
+func Binary(c *config.Config) (string, error) {
+	if p, err := exec.LookPath(c.Nginx.Binary); err == nil {
+		return p, nil
+	}
+	if p, err := exec.LookPath("/usr/sbin/nginx"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("nginx: no nginx executable (nginx.binary = %q, nor /usr/sbin/nginx)", c.Nginx.Binary)
+}
