@@ -40,10 +40,10 @@ func Listeners(c *config.Config, instance int) (ws, push net.Listener, activated
 	if err := os.MkdirAll(c.RuntimeDir, 0o755); err != nil {
 		return nil, nil, false, err
 	}
-	if ws, err = bindUnix(c.WSSocket(instance)); err != nil {
+	if ws, err = BindUnix(c.WSSocket(instance)); err != nil {
 		return nil, nil, false, err
 	}
-	if push, err = bindUnix(c.PushSocket(instance)); err != nil {
+	if push, err = BindUnix(c.PushSocket(instance)); err != nil {
 		ws.Close()
 		return nil, nil, false, err
 	}
@@ -73,9 +73,10 @@ func pick(named map[string][]net.Listener) (ws, push net.Listener, err error) {
 	return named[WSSocketName][0], named[PushSocketName][0], nil
 }
 
-// bindUnix listens on path, first removing a stale socket file that nobody
-// serves any more. A socket another process still serves is an error.
-func bindUnix(path string) (net.Listener, error) {
+// BindUnix listens on path with a mode nginx's workers can connect to,
+// first removing a stale socket file that nobody serves any more. A socket
+// another process still serves is an error.
+func BindUnix(path string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("%s exists and is not a socket", path)

@@ -45,7 +45,7 @@ func TestBindUnixReplacesStaleSocket(t *testing.T) {
 	}
 	old.(*net.UnixListener).SetUnlinkOnClose(false)
 	old.Close() // leaves the file behind, as a crashed process does
-	l, err := bindUnix(path)
+	l, err := BindUnix(path)
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
@@ -60,12 +60,12 @@ func TestBindUnixRefusesLiveSocketAndOtherFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if _, err := bindUnix(live); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := BindUnix(live); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("bound over a live socket: %v", err)
 	}
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, []byte("keep me"), 0o644)
-	if _, err := bindUnix(file); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := BindUnix(file); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("bound over a regular file: %v", err)
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep me" {

@@ -1,0 +1,244 @@
+// Package up runs the local all-in-one gateway behind `wsgate up`: it holds
+// every instance's sockets itself, starts the sidecars with systemd's
+// socket-activation protocol, restarts one that dies on the same sockets (so
+// nginx never sees a refused connection), runs nginx in the foreground and
+// shuts everything down in order.
+package up
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/nginx"
+	"github.com/wsgate/wsgate/sidecar"
+)
+
+// Options are what `wsgate up` takes besides the configuration.
+type Options struct {
+	// Binary is the wsgate executable the sidecars run.
+	Binary string
+	// StateDir holds the rendered configs, nginx's pid, logs and temp files.
+	StateDir string
+	// Out receives the banner with the client URL and a push example.
+	Out io.Writer
+	// Log receives up's own log lines; sidecars and nginx log to stderr.
+	Log *slog.Logger
+}
+
+// Defaults is the configuration `wsgate up` uses without a config file:
+// the built-in defaults with 2 instances and the sockets under stateDir.
+func Defaults(stateDir string) config.Config {
+	c := config.Default()
+	c.Instances = 2
+	c.RuntimeDir = filepath.Join(stateDir, "run")
+	return c
+}
+
+// Run brings the gateway up and keeps it up until ctx is done or nginx
+// exits, then stops the sidecars (their clients get 1012 through nginx),
+// then nginx, and removes the sockets.
+func Run(ctx context.Context, c *config.Config, o Options) error {
+	log := o.Log
+	nginxBin, err := nginx.Binary(c)
+	if err != nil {
+		return err
+	}
+	// nginx workers may run as another user (www-data when up runs as
+	// root): they must be able to reach the sockets.
+	for _, d := range []string{o.StateDir, c.RuntimeDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o755); err != nil {
+			return err
+		}
+	}
+	cfgPath := filepath.Join(o.StateDir, "wsgate.toml")
+	if err := writeConfig(cfgPath, c); err != nil {
+		return err
+	}
+	nginxConf := filepath.Join(o.StateDir, "nginx.conf")
+	conf, err := nginx.Standalone(c, nginx.DefaultOptions(o.StateDir))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(nginxConf, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	if out, err := exec.Command(nginxBin, "-t", "-q", "-p", o.StateDir, "-c", nginxConf).CombinedOutput(); err != nil {
+		return fmt.Errorf("nginx -t on %s: %v\n%s", nginxConf, err, out)
+	}
+
+	// The sockets live as long as up does; sidecars come and go on them.
+	sidecars := make([]*child, 0, c.Instances)
+	defer func() {
+		for _, s := range sidecars {
+			s.closeFiles()
+		}
+	}()
+	for i := 1; i <= c.Instances; i++ {
+		ws, err := listenFile(c.WSSocket(i))
+		if err != nil {
+			return err
+		}
+		push, err := listenFile(c.PushSocket(i))
+		if err != nil {
+			ws.Close()
+			return err
+		}
+		sidecars = append(sidecars, &child{
+			name:  fmt.Sprintf("sidecar %d", i),
+			log:   log,
+			files: []*os.File{ws, push},
+			paths: []string{c.WSSocket(i), c.PushSocket(i)},
+			cmd: func() *exec.Cmd {
+				// LISTEN_PID must be the sidecar's own pid: the shell's
+				// $$ survives the exec.
+				cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`,
+					o.Binary, "serve", "-config", cfgPath, "-instance", fmt.Sprint(i))
+				cmd.Env = append(os.Environ(), "LISTEN_FDS=2",
+					"LISTEN_FDNAMES="+sidecar.WSSocketName+":"+sidecar.PushSocketName)
+				cmd.ExtraFiles = []*os.File{ws, push}
+				return cmd
+			},
+			restart: true,
+		})
+	}
+
+	ngx := &child{
+		name: "nginx",
+		log:  log,
+		cmd: func() *exec.Cmd {
+			return exec.Command(nginxBin, "-p", o.StateDir, "-c", nginxConf, "-e", "stderr")
+		},
+		stopSignal: syscall.SIGQUIT, // graceful: finish requests, then exit
+	}
+	for _, s := range sidecars {
+		if err := s.start(); err != nil {
+			stopAll(sidecars, c.ShutdownTimeout.D())
+			return err
+		}
+	}
+	if err := ngx.start(); err != nil {
+		stopAll(sidecars, c.ShutdownTimeout.D())
+		return err
+	}
+
+	var runErr error
+	if err := waitListening(ctx, c.Listen[0], ngx); err != nil {
+		runErr = err
+	} else {
+		banner(o.Out, c, len(sidecars))
+		// SIGHUP reloads nginx, as it would a system nginx.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				log.Info("stopping")
+				break wait
+			case <-ngx.exited:
+				runErr = fmt.Errorf("nginx exited: %v", ngx.exitErr)
+				break wait
+			case <-hup:
+				log.Info("reloading nginx")
+				ngx.signal(syscall.SIGHUP)
+			}
+		}
+	}
+	// Sidecars first, so that their close frames (1012) still reach the
+	// clients through nginx; then nginx.
+	stopAll(sidecars, c.ShutdownTimeout.D())
+	ngx.stop(10 * time.Second)
+	log.Info("stopped")
+	return runErr
+}
+
+// stopAll stops every sidecar at once, each bounded by its shutdown timeout
+// plus a grace period before it is killed.
+func stopAll(cs []*child, timeout time.Duration) {
+	done := make(chan struct{}, len(cs))
+	for _, c := range cs {
+		go func() {
+			c.stop(timeout + 5*time.Second)
+			done <- struct{}{}
+		}()
+	}
+	for range cs {
+		<-done
+	}
+}
+
+// listenFile binds a unix socket and returns it as a file to pass to
+// sidecars; up keeps it open across sidecar restarts.
+func listenFile(path string) (*os.File, error) {
+	l, err := sidecar.BindUnix(path)
+	if err != nil {
+		return nil, err
+	}
+	ul := l.(*net.UnixListener)
+	f, err := ul.File()
+	ul.SetUnlinkOnClose(false) // the file keeps the socket; removed at the end
+	ul.Close()
+	return f, err
+}
+
+func writeConfig(path string, c *config.Config) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(f, "# Written by `wsgate up`: the configuration its sidecars and nginx run with.")
+	err = toml.NewEncoder(f).Encode(c)
+	return errors.Join(err, f.Close())
+}
+
+// waitListening waits until nginx accepts connections on addr.
+func waitListening(ctx context.Context, addr string, ngx *child) error {
+	addr = strings.Replace(addr, "*:", "127.0.0.1:", 1)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ngx.exited:
+			return fmt.Errorf("nginx exited at start: %v", ngx.exitErr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// banner tells the user where to connect and how to push.
+func banner(w io.Writer, c *config.Config, n int) {
+	host := c.Listen[0]
+	pushHost := c.AdvertiseHosts()[0]
+	fmt.Fprintf(w, `wsgate is up: %d sidecars behind nginx.
+  WebSocket clients: ws://%s%s
+  Each client's first message is its push URL, http://ID@%s:%d%s (one push port per sidecar:
+  %d..%d). Push to it:
+    curl -d 'hello' http://ID@%s:%d%s
+  Metrics of sidecar 1: curl http://%s:%d/metrics
+Stop with Ctrl-C.
+`, n, host, c.Location, pushHost, c.PushPort(1), c.Location, c.PushPort(1), c.PushPort(n),
+		pushHost, c.PushPort(1), c.Location, pushHost, c.PushPort(1))
+}
