@@ -36,3 +36,56 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# --- Production install under systemd (systemd/README.md) ---------------------
+# make install [PREFIX=/usr/local] [SYSCONFDIR=/etc] [DESTDIR=]
+# Units go to $(PREFIX)/lib/systemd/system when systemd searches it (PREFIX
+# /usr/local or /usr), leaving /etc/systemd/system to the admin's overrides,
+# and to /etc/systemd/system for any other PREFIX; their ExecStart= is rewritten
+# to $(PREFIX)/bin/wsgate and $(SYSCONFDIR)/wsgate/wsgate.toml. An existing
+# wsgate.toml is kept; the nginx snippets are rendered from it every time:
+# `wsgate nginx` prints the http{} snippet, then the location snippet, split
+# here at the first top-level "location" (with the comments before it) into
+# $(NGINXDIR)/conf.d/wsgate.conf and $(NGINXDIR)/snippets/wsgate-location.conf.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
+NGINXDIR   ?= $(SYSCONFDIR)/nginx
+UNITS      := wsgate@.service wsgate-ws@.socket wsgate-push@.socket wsgate.target
+
+.PHONY: install test-systemd
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/wsgate \
+		$(DESTDIR)$(NGINXDIR)/conf.d $(DESTDIR)$(NGINXDIR)/snippets
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/wsgate
+	for u in $(UNITS); do \
+		sed -e 's|/usr/local/bin/wsgate|$(PREFIX)/bin/wsgate|g' \
+		    -e 's|/etc/wsgate/|$(SYSCONFDIR)/wsgate/|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv -f $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml ]; then \
+		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml"; \
+	else \
+		echo "install -m 0644 systemd/wsgate.toml $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml"; \
+		install -m 0644 systemd/wsgate.toml $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml; \
+	fi
+	$(DESTDIR)$(PREFIX)/bin/wsgate nginx -config $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml > $(DESTDIR)$(NGINXDIR)/wsgate.tmp
+	awk -v h=$(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp -v l=$(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp ' \
+		!inloc && /^location[ \t]/ { inloc = 1; printf "%s", buf > l; buf = "" } \
+		inloc { print > l; next } \
+		/^#/ || /^[ \t]*$$/ { buf = buf $$0 "\n"; next } \
+		{ printf "%s", buf > h; buf = ""; print > h } \
+		END { if (!inloc) { print "wsgate nginx printed no location snippet" > "/dev/stderr"; exit 1 } }' \
+		$(DESTDIR)$(NGINXDIR)/wsgate.tmp
+	rm -f $(DESTDIR)$(NGINXDIR)/wsgate.tmp
+	chmod 0644 $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp
+	mv -f $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf
+	mv -f $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then echo "systemctl daemon-reload"; systemctl daemon-reload; fi
+	@echo "next: systemctl enable --now wsgate.target, include snippets/wsgate-location.conf in your server{}, reload nginx (systemd/README.md)"
+
+# Boots a Debian 12 container under systemd-nspawn and tests the installed
+# units for real (root only; builds and caches the rootfs on first use).
+test-systemd:
+	bash systemd/test/boot.sh
