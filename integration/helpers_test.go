@@ -79,11 +79,17 @@ func dialWS(url, unixPath string) (*websocket.Conn, string, error) {
 	_, msg, err := c.ReadMessage()
 	if err != nil {
 		c.Close()
-		return nil, "", err
+		return nil, "", &welcomeError{err}
 	}
 	c.SetReadDeadline(time.Time{})
 	return c, string(msg), nil
 }
+
+// welcomeError is a connection that was accepted (101) but ended before its
+// welcome arrived.
+type welcomeError struct{ err error }
+
+func (e *welcomeError) Error() string { return "no welcome: " + e.err.Error() }
 
 // mustDial is dialWS that fails the test on error and closes at cleanup.
 func mustDial(t *testing.T, url, unixPath string) (*websocket.Conn, string) {

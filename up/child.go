@@ -140,6 +140,13 @@ func (c *child) stop(timeout time.Duration) {
 		c.signal(syscall.SIGKILL)
 		<-c.exited
 	}
+	// Whatever the child left in its process group (nginx workers whose
+	// master was killed) goes with it.
+	c.mu.Lock()
+	if c.proc != nil {
+		syscall.Kill(-c.proc.Pid, syscall.SIGKILL)
+	}
+	c.mu.Unlock()
 }
 
 // closeFiles closes the sockets held for the child and removes their files.

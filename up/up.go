@@ -125,7 +125,10 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 		cmd: func() *exec.Cmd {
 			return exec.Command(nginxBin, "-p", o.StateDir, "-c", nginxConf, "-e", "stderr")
 		},
-		stopSignal: syscall.SIGQUIT, // graceful: finish requests, then exit
+		// Fast shutdown: by the time nginx is stopped the sidecars have
+		// closed every client, and a graceful quit would wait for idle
+		// keep-alive and upgraded connections.
+		stopSignal: syscall.SIGTERM,
 	}
 	for _, s := range sidecars {
 		if err := s.start(); err != nil {

@@ -1,0 +1,333 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Hundreds of clients spread over 4 sidecars; a push to each client's URL
+// goes through nginx's push port for the sidecar that holds it and reaches
+// exactly that client.
+func TestAffinityThroughNginx(t *testing.T) {
+	g := startUp(t, 4, "127.0.0.1", "")
+	const clients = 200
+	conns := make([]*websocket.Conn, clients)
+	urls := make([]string, clients)
+	ports := map[string]int{}
+	for i := range conns {
+		var welcome string
+		conns[i], welcome = mustDial(t, g.clientWS, "")
+		urls[i] = firstURL(welcome)
+		u, err := url.Parse(urls[i])
+		if err != nil || u.User.Username() == "" {
+			t.Fatalf("welcome %q", welcome)
+		}
+		ports[u.Port()]++
+	}
+	if len(ports) != 4 {
+		t.Fatalf("clients on %d push ports, want all 4: %v", len(ports), ports)
+	}
+	hc := httpClient("")
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 5; j++ {
+				if s, body := post(t, hc, urls[i], "", []byte(fmt.Sprintf("%d/%d", i, j))); s != 204 {
+					errs <- fmt.Errorf("push to client %d: %d %s", i, s, body)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, c := range conns {
+		for j := 0; j < 5; j++ {
+			if _, msg := readMsg(t, c); string(msg) != fmt.Sprintf("%d/%d", i, j) {
+				t.Fatalf("client %d got %q, want %d/%d", i, msg, i, j)
+			}
+		}
+	}
+	t.Logf("clients per push port: %v", ports)
+}
+
+// Every push case of SPEC §4, through nginx.
+func TestPushCasesThroughNginx(t *testing.T) {
+	g := startUp(t, 2, "127.0.0.1", "")
+	c, welcome := mustDial(t, g.clientWS, "")
+	pushURL := firstURL(welcome)
+	u, _ := url.Parse(pushURL)
+	id := u.User.Username()
+	noUser := "http://" + u.Host + u.Path
+	byPath := noUser + "/" + id
+	hc := httpClient("")
+	const max = 64 << 10
+
+	expectFrame := func(kind int, want []byte) {
+		t.Helper()
+		gotKind, got := readMsg(t, c)
+		if gotKind != kind || !bytes.Equal(got, want) {
+			t.Fatalf("frame type %d, %d bytes; want type %d, %d bytes", gotKind, len(got), kind, len(want))
+		}
+	}
+	expectError := func(method, target, ctype string, body []byte, status int, has string) {
+		t.Helper()
+		s, resp := do(t, hc, method, target, ctype, body)
+		var e struct{ Error string }
+		if s != status || json.Unmarshal([]byte(resp), &e) != nil || !strings.Contains(e.Error, has) {
+			t.Fatalf("%s %s: %d %q, want %d with a JSON error containing %q", method, target, s, resp, status, has)
+		}
+	}
+
+	exact := bytes.Repeat([]byte("é"), max/2) // 64 KiB of valid UTF-8
+	if s, body := post(t, hc, pushURL, "text/plain; charset=utf-8", exact); s != 204 {
+		t.Fatalf("exactly max_body: %d %s", s, body)
+	}
+	expectFrame(websocket.TextMessage, exact)
+
+	bin := make([]byte, 3000)
+	for i := range bin {
+		bin[i] = byte(i * 7)
+	}
+	if s, _ := post(t, hc, byPath, "application/octet-stream", bin); s != 204 {
+		t.Fatalf("binary by path: %d", s)
+	}
+	expectFrame(websocket.BinaryMessage, bin)
+
+	if s, _ := post(t, hc, pushURL, "", nil); s != 204 {
+		t.Fatalf("empty: %d", s)
+	}
+	expectFrame(websocket.TextMessage, []byte{})
+
+	expectError("POST", pushURL, "", append(exact, 'x'), 413, "max_body")
+	expectError("POST", pushURL, "text/plain", []byte{0xc3, 0x28}, 400, "UTF-8")
+	expectError("POST", noUser, "", []byte("x"), 400, "no client id")
+	expectError("POST", "http://AAAAAAAAAAAAAAAAAAAAAA@"+u.Host+u.Path, "", []byte("x"), 404, "no such client")
+	expectError("GET", pushURL, "", nil, 405, "not allowed")
+
+	// Nothing refused reached the client; DELETE closes it with 1000.
+	if s, _ := do(t, hc, "DELETE", pushURL, "", nil); s != 204 {
+		t.Fatalf("DELETE: %d", s)
+	}
+	if code := closeCode(t, c); code != websocket.CloseNormalClosure {
+		t.Fatalf("close %d, want 1000", code)
+	}
+	expectError("POST", pushURL, "", []byte("late"), 404, "no such client")
+
+	// Metrics are served on the push port.
+	s, metrics := do(t, hc, "GET", "http://"+u.Host+"/metrics", "", nil)
+	if s != 200 || !strings.Contains(metrics, `wsgate_pushes_total{code="405"} 1`) {
+		t.Fatalf("metrics: %d\n%s", s, metrics)
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback on this machine")
+	} else {
+		l.Close()
+	}
+	g := startUp(t, 2, "::1", "")
+	if !strings.HasPrefix(g.clientWS, "ws://[::1]:") {
+		t.Fatalf("client URL %s", g.clientWS)
+	}
+	c, welcome := mustDial(t, g.clientWS, "")
+	pushURL := firstURL(welcome)
+	if !strings.Contains(pushURL, "@[::1]:") {
+		t.Fatalf("push URL %q: IPv6 host must be in brackets", pushURL)
+	}
+	if s, body := post(t, httpClient(""), pushURL, "", []byte("over v6")); s != 204 {
+		t.Fatalf("push: %d %s", s, body)
+	}
+	if _, msg := readMsg(t, c); string(msg) != "over v6" {
+		t.Fatalf("got %q", msg)
+	}
+}
+
+// With short intervals, nginx keeps a pinged client that answers and the
+// sidecar closes one that does not with 1001, through nginx.
+func TestKeepaliveThroughNginx(t *testing.T) {
+	g := startUp(t, 1, "127.0.0.1", "[websocket]\nping_interval = \"100ms\"\nidle_timeout = \"500ms\"\n")
+	alive, _ := mustDial(t, g.clientWS, "")
+	pings := make(chan struct{}, 1000)
+	alive.SetPingHandler(func(data string) error {
+		pings <- struct{}{}
+		return alive.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	aliveErr := make(chan error, 1)
+	go func() {
+		_, _, err := alive.ReadMessage()
+		aliveErr <- err
+	}()
+	silent, _ := mustDial(t, g.clientWS, "")
+	silent.SetPingHandler(func(string) error { return nil })
+	if code := closeCode(t, silent); code != websocket.CloseGoingAway {
+		t.Fatalf("silent client: close %d, want 1001", code)
+	}
+	for i := 0; i < 15; i++ { // 15 pings: three idle timeouts
+		select {
+		case <-pings:
+		case err := <-aliveErr:
+			t.Fatalf("answering client lost after %d pings: %v", i, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no ping through nginx")
+		}
+	}
+}
+
+// kill -9 of a sidecar under up: it is restarted on the same sockets, and no
+// client that connects meanwhile is refused.
+func TestSidecarCrashRefusesNoClient(t *testing.T) {
+	g := startUp(t, 2, "127.0.0.1", "")
+	old := g.sidecarPID(t, 1)
+	stop := make(chan struct{})
+	results := make(chan error, 100000)
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, _, err := dialWS(g.clientWS, "")
+				if err == nil {
+					c.Close()
+					ok.Add(1)
+				}
+				results <- err
+			}
+		}()
+	}
+	waitFor(t, 20*time.Second, "connects before the kill", func() bool { return ok.Load() >= 20 })
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "sidecar 1 restarted", func() bool {
+		for pid, line := range g.pids() {
+			if pid != old && strings.Contains(line, " serve ") && strings.HasSuffix(line, "-instance 1") {
+				return true
+			}
+		}
+		return false
+	})
+	after := ok.Load()
+	waitFor(t, 20*time.Second, "connects after the restart", func() bool { return ok.Load() >= after+40 })
+	close(stop)
+	wg.Wait()
+	close(results)
+	n, lost := 0, 0
+	for err := range results {
+		n++
+		var we *welcomeError
+		switch {
+		case errors.As(err, &we):
+			lost++ // accepted by the sidecar that was killed: its clients go with it
+		case err != nil:
+			t.Errorf("client refused during the restart: %v", err)
+		}
+	}
+	if lost > 4 {
+		t.Errorf("%d clients lost; only those being accepted at the kill may be", lost)
+	}
+	// The new sidecar 1 serves clients and pushes.
+	hc := httpClient("")
+	for i := 0; i < 10; i++ {
+		c, welcome := mustDial(t, g.clientWS, "")
+		if s, _ := post(t, hc, firstURL(welcome), "", []byte("after crash")); s != 204 {
+			t.Fatalf("push after restart: %d", s)
+		}
+		if _, msg := readMsg(t, c); string(msg) != "after crash" {
+			t.Fatalf("got %q", msg)
+		}
+	}
+	t.Logf("%d clients connected while sidecar 1 was killed and restarted", n)
+}
+
+// nginx reload (SIGHUP to up, forwarded to nginx) keeps connected clients.
+func TestNginxReloadKeepsClients(t *testing.T) {
+	g := startUp(t, 2, "127.0.0.1", "")
+	c, welcome := mustDial(t, g.clientWS, "")
+	master := 0
+	for pid, line := range g.pids() {
+		if strings.Contains(line, "nginx") && strings.Contains(line, " -p ") {
+			master = pid
+		}
+	}
+	workersBefore := childrenOf(g, master)
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "new nginx workers", func() bool {
+		for pid := range childrenOf(g, master) {
+			if _, old := workersBefore[pid]; !old {
+				return true
+			}
+		}
+		return false
+	})
+	if s, _ := post(t, httpClient(""), firstURL(welcome), "", []byte("after reload")); s != 204 {
+		t.Fatalf("push after reload: %d", s)
+	}
+	if _, msg := readMsg(t, c); string(msg) != "after reload" {
+		t.Fatalf("got %q", msg)
+	}
+	// New clients connect through the new workers.
+	mustDial(t, g.clientWS, "")
+}
+
+func childrenOf(g *gateway, parent int) map[int]string {
+	out := map[int]string{}
+	for pid, line := range g.pids() {
+		if strings.HasPrefix(line, "nginx: worker") && pid != parent {
+			out[pid] = line
+		}
+	}
+	return out
+}
+
+// SIGTERM to up: clients get 1012 through nginx, up exits 0, and no
+// sidecar or nginx process is left.
+func TestUpShutdown(t *testing.T) {
+	g := startUp(t, 2, "127.0.0.1", "")
+	var conns []*websocket.Conn
+	for i := 0; i < 6; i++ {
+		c, _ := mustDial(t, g.clientWS, "")
+		conns = append(conns, c)
+	}
+	procs := g.pids()
+	if len(procs) < 4 { // 2 sidecars, nginx master, at least one worker
+		t.Fatalf("processes under up: %v", procs)
+	}
+	codes := make(chan int, len(conns))
+	for _, c := range conns {
+		go func() { codes <- closeCode(t, c) }()
+	}
+	g.stop(t)
+	for range conns {
+		if code := <-codes; code != websocket.CloseServiceRestart {
+			t.Fatalf("close %d, want 1012", code)
+		}
+	}
+	waitFor(t, 10*time.Second, "no process left", func() bool { return len(alive(procs)) == 0 })
+}

@@ -1,0 +1,200 @@
+package integration
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// gateway is a running `wsgate up`: real nginx and real sidecars.
+type gateway struct {
+	cmd      *exec.Cmd
+	out      *syncBuffer
+	dir      string // state dir
+	clientWS string // ws://host:port/ws
+	portBase int
+	stopped  bool
+}
+
+// needNginx skips the test when nginx is not installed; CI installs it.
+func needNginx(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{"nginx", "/usr/sbin/nginx"} {
+		if _, err := exec.LookPath(p); err == nil {
+			return
+		}
+	}
+	t.Skip("nginx is not installed (apt-get install nginx); .ci/run installs it")
+}
+
+// freePorts finds n consecutive free TCP ports on host.
+func freePorts(t *testing.T, host string, n int) int {
+	t.Helper()
+	for try := 0; try < 200; try++ {
+		base := 20000 + rand.IntN(30000)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+			if err != nil {
+				ok = false
+				continue
+			}
+			l.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free ports")
+	return 0
+}
+
+// startUp runs `wsgate up` with a config built from the given TOML lines
+// plus free loopback ports, and waits until it is serving. host is
+// "127.0.0.1" or "::1".
+func startUp(t *testing.T, instances int, host string, extra string) *gateway {
+	t.Helper()
+	needNginx(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755) // nginx workers (www-data when root) reach the sockets
+	os.Chmod(filepath.Dir(dir), 0o755)
+	base := freePorts(t, host, instances+1)
+	client := net.JoinHostPort(host, strconv.Itoa(base+instances))
+	cfg := writeConfig(t, dir, fmt.Sprintf(`instances = %d
+runtime_dir = %q
+listen = [%q]
+shutdown_timeout = "5s"
+%s
+[push]
+listen = [%q]
+port_base = %d
+max_body = "64KiB"
+[nginx]
+worker_processes = 2
+worker_connections = 4096
+%s`, instances, filepath.Join(dir, "run"), client, topLevel(extra), host, base, tables(extra)))
+	g := &gateway{dir: dir, clientWS: "ws://" + client + "/ws", portBase: base, out: &syncBuffer{}}
+	g.cmd = exec.Command(wsgateBin, "up", "-config", cfg, "-state", filepath.Join(dir, "state"))
+	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !g.stopped {
+			g.cmd.Process.Signal(syscall.SIGTERM)
+			g.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("wsgate up output:\n%s", g.out)
+		}
+	})
+	waitFor(t, 30*time.Second, "wsgate up", func() bool {
+		if g.cmd.ProcessState != nil {
+			t.Fatalf("wsgate up exited:\n%s", g.out)
+		}
+		return strings.Contains(g.out.String(), "wsgate is up")
+	})
+	return g
+}
+
+// topLevel and tables split extra TOML into top-level keys and [tables],
+// so tests can add both.
+func topLevel(extra string) string {
+	if i := strings.Index(extra, "["); i >= 0 {
+		return extra[:i]
+	}
+	return extra
+}
+
+func tables(extra string) string {
+	if i := strings.Index(extra, "["); i >= 0 {
+		return extra[i:]
+	}
+	return ""
+}
+
+// stop sends SIGTERM to up and waits for it to exit.
+func (g *gateway) stop(t *testing.T) {
+	t.Helper()
+	g.stopped = true
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- g.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("wsgate up exit: %v\n%s", err, g.out)
+		}
+	case <-time.After(60 * time.Second):
+		g.cmd.Process.Kill()
+		t.Fatal("wsgate up did not exit after SIGTERM")
+	}
+}
+
+// pids lists up's descendants, pid to command line: its sidecars, nginx
+// master and nginx workers.
+func (g *gateway) pids() map[int]string {
+	parent := map[int]int{}
+	cmdlines := map[int]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so parse after ')'.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) < 2 || fields[0] == "Z" {
+			continue
+		}
+		parent[pid], _ = strconv.Atoi(fields[1])
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		cmdlines[pid] = strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
+	}
+	out := map[int]string{}
+	for pid := range parent {
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == g.cmd.Process.Pid {
+				out[pid] = cmdlines[pid]
+				break
+			}
+		}
+	}
+	return out
+}
+
+// alive reports which of pids still run (zombies excluded).
+func alive(pids map[int]string) []string {
+	var out []string
+	for pid, line := range pids {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err == nil && !strings.Contains(string(stat[strings.LastIndexByte(string(stat), ')'):]), ") Z") {
+			out = append(out, fmt.Sprintf("%d %s", pid, line))
+		}
+	}
+	return out
+}
+
+// sidecarPID returns the pid of the running sidecar instance i.
+func (g *gateway) sidecarPID(t *testing.T, i int) int {
+	t.Helper()
+	for pid, line := range g.pids() {
+		if strings.Contains(line, " serve ") && strings.HasSuffix(line, "-instance "+strconv.Itoa(i)) {
+			return pid
+		}
+	}
+	t.Fatalf("no sidecar %d running", i)
+	return 0
+}
