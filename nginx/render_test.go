@@ -95,7 +95,7 @@ func TestPushServers(t *testing.T) {
 					fmt.Sprintf("client_body_buffer_size %d;", c.Push.MaxBody),
 					"proxy_http_version 1.1;",
 					`proxy_set_header Connection "";`,
-					"proxy_next_upstream off;",
+					"proxy_next_upstream error non_idempotent;",
 					"access_log off;",
 					fmt.Sprintf(`return 413 '{"error":"body exceeds push.max_body (%d bytes)"}\n';`, c.Push.MaxBody),
 				} {

@@ -180,11 +180,9 @@ func (s *Server) shutdown(wsSrv, pushSrv *http.Server) {
 
 // serveWS accepts one WebSocket client and runs its read loop.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	if s.stopping.Load() {
-		s.metrics.handshakeRejects.WithLabelValues("shutting_down").Inc()
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		return
-	}
+	// A handshake accepted while shutdown begins is still welcomed (and
+	// then closed with 1012, below): answering 503 would reach the client
+	// through nginx as a refused connection.
 	s.clients.Add(1)
 	defer s.clients.Done()
 	ws, err := s.upgrader.Upgrade(w, r, nil)
