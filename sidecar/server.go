@@ -113,15 +113,20 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          errLog,
 	}
+	busy := &busyConns{state: map[net.Conn]bool{}}
+	wsSrv.ConnState, pushSrv.ConnState = busy.track, busy.track
 	failed := make(chan error, 2)
+	served := make(chan struct{}, 2)
 	for _, p := range []struct {
 		srv *http.Server
 		l   net.Listener
 	}{{wsSrv, ws}, {pushSrv, push}} {
 		go func() {
-			if err := p.srv.Serve(p.l); !errors.Is(err, http.ErrServerClosed) {
+			err := p.srv.Serve(p.l)
+			if !s.stopping.Load() && !errors.Is(err, http.ErrServerClosed) {
 				failed <- err
 			}
+			served <- struct{}{}
 		}()
 	}
 	s.log.Info("serving", "ws", ws.Addr().String(), "push", push.Addr().String())
@@ -132,18 +137,62 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	case err = <-failed:
 		s.log.Error("listener failed", "error", err)
 	}
-	s.shutdown(wsSrv, pushSrv)
-	return err
-}
-
-func (s *Server) shutdown(wsSrv, pushSrv *http.Server) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
+	deadline, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
 	defer cancel()
 	s.stopping.Store(true)
 	s.log.Info("shutting down", "clients", s.reg.len())
+	// Stop accepting: what is not accepted yet waits in the socket's
+	// backlog for the next process (systemd or `wsgate up` hold the
+	// socket). Then let every connection already accepted get its answer
+	// before http.Server.Shutdown, which would drop a request it reads
+	// after shutdown began without answering it.
+	ws.Close()
+	push.Close()
+	<-served
+	<-served
+	for busy.count() > 0 && deadline.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+	s.shutdown(deadline, wsSrv, pushSrv)
+	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond).String())
+	return err
+}
 
-	// Stop accepting; let pushes in flight be answered and queued.
+// busyConns counts connections that are new or serving a request, which
+// shutdown lets finish.
+type busyConns struct {
+	mu    sync.Mutex
+	state map[net.Conn]bool // busy or idle, until closed or hijacked
+	n     int
+}
+
+func (b *busyConns) track(c net.Conn, st http.ConnState) {
+	busy := st == http.StateNew || st == http.StateActive
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state[c] {
+		b.n--
+	}
+	if busy {
+		b.n++
+	}
+	if st == http.StateHijacked || st == http.StateClosed {
+		delete(b.state, c)
+	} else {
+		b.state[c] = busy
+	}
+}
+
+func (b *busyConns) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n
+}
+
+// shutdown closes idle connections, closes every client behind what was
+// queued for it, and cuts the clients still there at the deadline.
+func (s *Server) shutdown(ctx context.Context, wsSrv, pushSrv *http.Server) {
 	var wg sync.WaitGroup
 	for _, srv := range []*http.Server{wsSrv, pushSrv} {
 		wg.Add(1)
@@ -175,7 +224,6 @@ func (s *Server) shutdown(wsSrv, pushSrv *http.Server) {
 		s.log.Warn("shutdown timeout: cut clients", "clients", len(cut))
 		<-done
 	}
-	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond).String())
 }
 
 // serveWS accepts one WebSocket client and runs its read loop.
