@@ -5,7 +5,7 @@ COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/wsgate
 
-.PHONY: all build run test test-unit test-race vet fmt-check fuzz bench clean
+.PHONY: all build run nginx-installed test vet fmt-check fuzz clean
 
 all: build
 
@@ -15,6 +15,19 @@ $(BIN): FORCE
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/wsgate
 
 FORCE:
+
+# The local gateway: nginx plus the sidecars, in the foreground (Ctrl-C stops).
+run: build nginx-installed
+	$(BIN) up $(if $(CONFIG),-config $(CONFIG))
+
+# Installs Debian's nginx when no nginx is found and apt can install it.
+nginx-installed:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "nginx is not installed and there is no apt-get: install nginx (1.18 or later) and retry"; exit 1; fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	echo "installing nginx: $$SUDO apt-get install -y nginx"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx
 
 # The whole suite: static checks, then every package (integration tests
 # included, against real nginx) under the race detector.
