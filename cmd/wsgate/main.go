@@ -19,6 +19,7 @@ type command struct {
 }
 
 var commands = map[string]command{
+	"client":  {"connect a WebSocket client and print what it receives (for trying things out)", runClient},
 	"up":      {"run nginx and the sidecars: the local all-in-one gateway", runUp},
 	"check":   {"validate the TOML and test the generated nginx config with nginx -t", runCheck},
 	"nginx":   {"print the nginx config generated from the TOML", runNginx},
