@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 )
@@ -165,20 +166,31 @@ func (c *Config) validate(e *fieldErrors) {
 	if c.Instances < 1 || c.Instances > 1024 {
 		e.add("instances", "%d is out of range 1..1024", c.Instances)
 	}
-	if !filepath.IsAbs(c.RuntimeDir) || strings.ContainsAny(c.RuntimeDir, " ;{}'\"\\$") {
+	if !filepath.IsAbs(c.RuntimeDir) || strings.ContainsAny(c.RuntimeDir, ";{}'\"\\$#") || strings.ContainsFunc(c.RuntimeDir, unicode.IsSpace) || strings.ContainsFunc(c.RuntimeDir, unicode.IsControl) {
 		e.add("runtime_dir", "%q must be an absolute path without spaces or nginx metacharacters", c.RuntimeDir)
 	} else if len(filepath.Join(c.RuntimeDir, "push-1024.sock")) > 100 {
 		e.add("runtime_dir", "%q is too long for a unix socket path (at most 100 bytes with the socket name)", c.RuntimeDir)
 	}
-	if !locationRE.MatchString(c.Location) {
+	if !locationRE.MatchString(c.Location) || strings.Contains(c.Location+"/", "/./") || strings.Contains(c.Location+"/", "/../") {
 		e.add("location", "%q must be a path such as \"/ws\" (letters, digits, ._~- segments, no trailing slash)", c.Location)
 	}
 	if len(c.Listen) == 0 {
 		e.add("listen", "needs at least one host:port")
 	}
+	seen := map[string]bool{}
 	for _, l := range c.Listen {
 		if err := checkHostPort(l); err != nil {
 			e.add("listen", "%q: %v", l, err)
+			continue
+		}
+		host, port, _ := net.SplitHostPort(l)
+		key := canonicalHost(host) + " " + port
+		if seen[key] {
+			e.add("listen", "%q is listed twice", l)
+		}
+		seen[key] = true
+		if p, _ := strconv.Atoi(port); p >= c.Push.PortBase && p < c.Push.PortBase+c.Instances {
+			e.add("listen", "%q: port %d is one of the push ports %d..%d", l, p, c.Push.PortBase, c.Push.PortBase+c.Instances-1)
 		}
 	}
 	if c.ShutdownTimeout <= 0 {
@@ -188,9 +200,14 @@ func (c *Config) validate(e *fieldErrors) {
 	if len(c.Push.Listen) == 0 {
 		e.add("push.listen", "needs at least one IP address")
 	}
+	seenPush := map[string]bool{}
 	for _, a := range c.Push.Listen {
 		if net.ParseIP(strings.Trim(a, "[]")) == nil {
 			e.add("push.listen", "%q is not an IP address", a)
+		} else if h := canonicalHost(a); seenPush[h] {
+			e.add("push.listen", "%q is listed twice", a)
+		} else {
+			seenPush[h] = true
 		}
 	}
 	if c.Push.PortBase < 1 || c.Push.PortBase+c.Instances-1 > 65535 {
@@ -257,8 +274,8 @@ func (c *Config) validate(e *fieldErrors) {
 	if c.Nginx.WorkerProcesses < 0 || c.Nginx.WorkerProcesses > 64 {
 		e.add("nginx.worker_processes", "%d is out of range 0 (auto)..64", c.Nginx.WorkerProcesses)
 	}
-	if c.Nginx.WorkerConnections < 64 || c.Nginx.WorkerConnections > 1<<20 {
-		e.add("nginx.worker_connections", "%d is out of range 64..1048576", c.Nginx.WorkerConnections)
+	if c.Nginx.WorkerConnections < 64 || c.Nginx.WorkerConnections > 1<<19 {
+		e.add("nginx.worker_connections", "%d is out of range 64..524288", c.Nginx.WorkerConnections)
 	}
 }
 
@@ -274,6 +291,16 @@ func checkHostPort(hp string) error {
 		return fmt.Errorf("host %q is not a host name or IP address", host)
 	}
 	return nil
+}
+
+// canonicalHost makes equal addresses compare equal: "[::1]" and "::1",
+// "127.0.0.1" and "::ffff:127.0.0.1".
+func canonicalHost(h string) string {
+	h = strings.Trim(h, "[]")
+	if ip := net.ParseIP(h); ip != nil {
+		return ip.String()
+	}
+	return strings.ToLower(h)
 }
 
 // fieldError is one invalid key.
