@@ -43,6 +43,7 @@ type Push struct {
 	PortBase  int      `toml:"port_base"` // instance i pushes on PortBase+i-1
 	Advertise []string `toml:"advertise"` // hosts put into push URLs
 	MaxBody   Size     `toml:"max_body"`  // largest push body
+	MaxBatch  Size     `toml:"max_batch"` // largest batch push body
 }
 
 // WebSocket configures client connections.
@@ -88,6 +89,7 @@ func Default() Config {
 			Listen:   []string{"127.0.0.1"},
 			PortBase: 48775,
 			MaxBody:  1 << 20,
+			MaxBatch: 16 << 20,
 		},
 		WebSocket: WebSocket{
 			PingInterval:   Duration(5 * time.Minute),
@@ -220,6 +222,10 @@ func (c *Config) validate(e *fieldErrors) {
 	}
 	if c.Push.MaxBody < 1 || c.Push.MaxBody > 1<<30 {
 		e.add("push.max_body", "%d is out of range 1..1GiB", c.Push.MaxBody)
+	}
+
+	if c.Push.MaxBatch < c.Push.MaxBody || c.Push.MaxBatch > 1<<30 {
+		e.add("push.max_batch", "%d must lie in push.max_body (%d)..1GiB", c.Push.MaxBatch, c.Push.MaxBody)
 	}
 
 	w := &c.WebSocket

@@ -110,6 +110,7 @@ func TestParseErrors(t *testing.T) {
 		{"[push]\nadvertise = [\"http://x\"]", "t.toml:2: push.advertise:"},
 		{"[push]\nmax_body = 0", "t.toml:2: push.max_body:"},
 		{"[push]\nmax_body = \"2GiB\"", "t.toml:2: push.max_body:"},
+		{"[push]\nmax_batch = 100", "t.toml:2: push.max_batch:"},
 		{"[push]\nmax_body = \"lots\"", `t.toml:2: push.max_body: "lots" is not a size`},
 		{"[push]\n\nmax_body = -1", `t.toml:3: push.max_body: "-1" is not a size`},
 		{"[websocket]\nping_interval = \"0s\"", "t.toml:2: websocket.ping_interval: must be positive"},

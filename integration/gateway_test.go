@@ -331,3 +331,45 @@ func TestUpShutdown(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "no process left", func() bool { return len(alive(procs)) == 0 })
 }
+
+// POST <location>/batch through nginx delivers many messages in one request
+// to the clients of that push port's sidecar; over push.max_batch nginx
+// answers 413 in JSON.
+func TestBatchThroughNginx(t *testing.T) {
+	g := startUp(t, 2, "127.0.0.1", "")
+	byPort := map[string][]*websocket.Conn{}
+	ids := map[*websocket.Conn]string{}
+	var port string
+	for port == "" {
+		c, welcome := mustDial(t, g.clientWS, "")
+		u, _ := url.Parse(firstURL(welcome))
+		ids[c] = u.User.Username()
+		byPort[u.Port()] = append(byPort[u.Port()], c)
+		if len(byPort[u.Port()]) == 2 {
+			port = u.Port()
+		}
+	}
+	a, b := byPort[port][0], byPort[port][1]
+	var body strings.Builder
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&body, "{\"id\":%q,\"text\":\"a%d\"}\n{\"id\":%q,\"binary\":\"AAE=\"}\n", ids[a], i, ids[b])
+	}
+	hc := httpClient("")
+	batchURL := "http://127.0.0.1:" + port + "/ws/batch"
+	s, resp := post(t, hc, batchURL, "application/x-ndjson", []byte(body.String()))
+	if s != 200 || strings.Count(resp, `{"status":204}`) != 200 {
+		t.Fatalf("batch: %d %.200s", s, resp)
+	}
+	for i := 0; i < 100; i++ {
+		if _, msg := readMsg(t, a); string(msg) != fmt.Sprintf("a%d", i) {
+			t.Fatalf("a got %q", msg)
+		}
+		if kind, msg := readMsg(t, b); kind != websocket.BinaryMessage || !bytes.Equal(msg, []byte{0, 1}) {
+			t.Fatalf("b got %d %x", kind, msg)
+		}
+	}
+	s, resp = post(t, hc, batchURL, "", bytes.Repeat([]byte("x"), 256<<10+1))
+	if s != 413 || !strings.Contains(resp, "max_batch") {
+		t.Fatalf("over max_batch: %d %s", s, resp)
+	}
+}

@@ -77,6 +77,7 @@ shutdown_timeout = "5s"
 listen = [%q]
 port_base = %d
 max_body = "64KiB"
+max_batch = "256KiB"
 [nginx]
 worker_processes = 2
 worker_connections = 4096

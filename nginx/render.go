@@ -33,6 +33,7 @@ type view struct {
 	Timeout     int      // proxy_read_timeout and proxy_send_timeout, seconds
 	Tries       int      // proxy_next_upstream_tries: every sidecar once
 	MaxBody     int64    // push.max_body, bytes
+	MaxBatch    int64    // push.max_batch, bytes
 	ZoneKiB     int      // size of the wsgate_ws zone
 	WS          []string // ws-<i>.sock paths
 	Push        []push
@@ -56,6 +57,7 @@ func newView(c *config.Config) (*view, error) {
 		Timeout:     int((idle + timeoutMargin + time.Second - 1) / time.Second),
 		Tries:       c.Instances,
 		MaxBody:     int64(c.Push.MaxBody),
+		MaxBatch:    int64(c.Push.MaxBatch),
 		// Measured: a peer takes under 1KiB of the zone, even with the
 		// longest runtime_dir.
 		ZoneKiB: 64 + c.Instances,

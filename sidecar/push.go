@@ -97,12 +97,16 @@ func readPushBody(r *http.Request, kind int, max int64) ([]byte, *pushError) {
 	return body, nil
 }
 
-// servePush is the push socket's handler: the push API at location, and
-// /metrics.
+// servePush is the push socket's handler: the push API at location, the
+// batch API at location/batch, and /metrics.
 func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
 	arrived := s.now()
-	if r.URL.Path == "/metrics" {
+	switch r.URL.Path {
+	case "/metrics":
 		s.metrics.handler().ServeHTTP(w, r)
+		return
+	case s.location + "/batch":
+		s.serveBatch(w, r, arrived)
 		return
 	}
 	id, ok := pushID(r, s.location)
@@ -110,59 +114,70 @@ func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &pushError{http.StatusNotFound, "no such path: push to " + s.location + " or " + s.location + "/ID"})
 		return
 	}
-	status, err := s.push(r, id, arrived)
-	s.metrics.pushed(status)
-	if err != nil {
-		if err.status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", "POST, DELETE")
-		}
-		writeError(w, err)
-		if s.log.Enabled(r.Context(), levelDebug) {
-			s.log.Debug("push refused", "id", id, "status", err.status, "error", err.reason)
-		}
+	err := s.push(r, id, arrived)
+	if err == nil {
+		s.metrics.pushed(http.StatusNoContent)
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	w.WriteHeader(status)
+	s.metrics.pushed(err.status)
+	if err.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", "POST, DELETE")
+	}
+	writeError(w, err)
+	if s.log.Enabled(r.Context(), levelDebug) {
+		s.log.Debug("push refused", "id", id, "status", err.status, "error", err.reason)
+	}
 }
 
-// push carries out one push API request and returns its status.
-func (s *Server) push(r *http.Request, id string, arrived int64) (int, *pushError) {
+// push carries out one push API request; nil means 204.
+func (s *Server) push(r *http.Request, id string, arrived int64) *pushError {
 	if r.Method != http.MethodPost && r.Method != http.MethodDelete {
-		return http.StatusMethodNotAllowed, &pushError{http.StatusMethodNotAllowed, "method " + r.Method + " not allowed: POST a message or DELETE the client"}
+		return &pushError{http.StatusMethodNotAllowed, "method " + r.Method + " not allowed: POST a message or DELETE the client"}
 	}
 	if id == "" {
-		return errNoID.status, errNoID
+		return errNoID
 	}
-	var c *client
-	if validID(id) {
-		c = s.reg.get(id)
-	}
+	c := s.lookup(id)
 	if c == nil {
-		return errNoClient.status, errNoClient
+		return errNoClient
 	}
 	if r.Method == http.MethodDelete {
 		if !c.closeQueued(closeNormal, "") {
-			return errNoClient.status, errNoClient
+			return errNoClient
 		}
-		return http.StatusNoContent, nil
+		return nil
 	}
 	kind := pushKind(r.Header.Get("Content-Type"))
-	body, perr := readPushBody(r, kind, s.maxBody)
-	if perr != nil {
-		return perr.status, perr
+	body, err := readPushBody(r, kind, s.maxBody)
+	if err != nil {
+		return err
 	}
-	switch c.push(frame{kind: kind, data: body, at: arrived}) {
+	return s.deliver(c, frame{kind: kind, data: body, at: arrived})
+}
+
+// lookup returns the client with id, or nil.
+func (s *Server) lookup(id string) *client {
+	if !validID(id) {
+		return nil
+	}
+	return s.reg.get(id)
+}
+
+// deliver queues f for c, applying slow_client when c's queue is full.
+func (s *Server) deliver(c *client, f frame) *pushError {
+	switch c.push(f) {
 	case gone:
-		return errNoClient.status, errNoClient
+		return errNoClient
 	case full:
 		s.metrics.drops.WithLabelValues("queue_full").Inc()
 		if !s.dropSlow {
 			s.metrics.slowCloses.Inc()
 			go c.closeNow(closeSlow, "slow client")
 		}
-		return errFull.status, errFull
+		return errFull
 	}
-	return http.StatusNoContent, nil
+	return nil
 }
 
 func writeError(w http.ResponseWriter, e *pushError) {

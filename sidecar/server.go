@@ -42,6 +42,7 @@ type Server struct {
 	// From cfg, for the hot paths.
 	location     string
 	maxBody      int64
+	maxBatch     int64
 	maxMessage   int64
 	queueLen     int
 	queueBytes   int64
@@ -65,6 +66,7 @@ func New(c *config.Config, instance int, log *slog.Logger) *Server {
 		epoch:        time.Now(),
 		location:     c.Location,
 		maxBody:      int64(c.Push.MaxBody),
+		maxBatch:     int64(c.Push.MaxBatch),
 		maxMessage:   int64(c.WebSocket.MaxMessage),
 		queueLen:     c.WebSocket.SendQueue,
 		queueBytes:   int64(c.WebSocket.SendQueueBytes),

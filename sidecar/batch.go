@@ -1,0 +1,101 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+)
+
+// batchLine is one message of a batch push: {"id": ..., "text": ...} or
+// {"id": ..., "binary": "<base64>"}.
+type batchLine struct {
+	ID     string  `json:"id"`
+	Text   *string `json:"text"`
+	Binary []byte  `json:"binary"`
+}
+
+// serveBatch carries out POST <location>/batch: newline-delimited JSON, one
+// message per line, answered 200 with one JSON result per non-empty line,
+// in order: {"status":204} or {"status":4xx/503,"error":...}. Lines are
+// delivered as they are read, so a client named on several lines gets them
+// in order. The body is bounded by push.max_batch, each message by
+// push.max_body.
+func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int64) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeError(w, &pushError{http.StatusMethodNotAllowed, "method " + r.Method + " not allowed: POST newline-delimited JSON"})
+		return
+	}
+	if r.ContentLength > s.maxBatch {
+		writeError(w, &pushError{http.StatusRequestEntityTooLarge, "batch exceeds push.max_batch"})
+		return
+	}
+	sc := bufio.NewScanner(http.MaxBytesReader(w, r.Body, s.maxBatch))
+	sc.Buffer(make([]byte, 0, 4096), int(s.maxBatch))
+	var out bytes.Buffer
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		err := s.batchLine(line, arrived)
+		if err == nil {
+			s.metrics.pushed(http.StatusNoContent)
+			out.WriteString(`{"status":204}` + "\n")
+			continue
+		}
+		s.metrics.pushed(err.status)
+		b, _ := json.Marshal(struct {
+			Status int    `json:"status"`
+			Error  string `json:"error"`
+		}{err.status, err.reason})
+		out.Write(append(b, '\n'))
+	}
+	if err := sc.Err(); err != nil {
+		status, reason := http.StatusBadRequest, "reading batch: "+err.Error()
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) || errors.Is(err, bufio.ErrTooLong) {
+			status, reason = http.StatusRequestEntityTooLarge, "batch exceeds push.max_batch; the lines after this were not read"
+		}
+		out.WriteString(`{"status":` + strconv.Itoa(status) + `,"error":` + strconv.Quote(reason) + "}\n")
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	w.Write(out.Bytes())
+}
+
+// batchLine delivers one line of a batch; nil means queued.
+func (s *Server) batchLine(line []byte, arrived int64) *pushError {
+	// encoding/json would silently replace invalid UTF-8 with U+FFFD.
+	if !utf8.Valid(line) {
+		return &pushError{http.StatusBadRequest, "line is not valid UTF-8"}
+	}
+	var l batchLine
+	if err := json.Unmarshal(line, &l); err != nil {
+		return &pushError{http.StatusBadRequest, "line is not a JSON object {\"id\":...,\"text\"|\"binary\":...}: " + err.Error()}
+	}
+	if l.ID == "" {
+		return &pushError{http.StatusBadRequest, "line has no \"id\""}
+	}
+	if (l.Text == nil) == (l.Binary == nil) {
+		return &pushError{http.StatusBadRequest, "line needs exactly one of \"text\" and \"binary\""}
+	}
+	f := frame{kind: websocket.BinaryMessage, data: l.Binary, at: arrived}
+	if l.Text != nil {
+		f = frame{kind: websocket.TextMessage, data: []byte(*l.Text), at: arrived}
+	}
+	if int64(len(f.data)) > s.maxBody {
+		return errTooLarge
+	}
+	c := s.lookup(l.ID)
+	if c == nil {
+		return errNoClient
+	}
+	return s.deliver(c, f)
+}

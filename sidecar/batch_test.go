@@ -1,0 +1,133 @@
+package sidecar
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+type batchResult struct {
+	Status int
+	Error  string
+}
+
+func (ts *testServer) batch(t *testing.T, body string) (int, []batchResult) {
+	t.Helper()
+	status, resp := ts.do(t, "POST", "/ws/batch", "", "application/x-ndjson", []byte(body))
+	var out []batchResult
+	dec := json.NewDecoder(strings.NewReader(resp))
+	for dec.More() {
+		var r batchResult
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("batch response %q: %v", resp, err)
+		}
+		out = append(out, r)
+	}
+	return status, out
+}
+
+func TestBatch(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) { c.Push.MaxBody = 100 })
+	a, idA := ts.connect(t)
+	b, idB := ts.connect(t)
+	bin := []byte{0, 1, 0xff}
+	lines := []string{
+		fmt.Sprintf(`{"id":%q,"text":"a1"}`, idA),
+		fmt.Sprintf(`{"id":%q,"binary":%q}`, idB, base64.StdEncoding.EncodeToString(bin)),
+		"",
+		fmt.Sprintf(`{"id":%q,"text":"a2 é"}`, idA),
+		`{"id":"AAAAAAAAAAAAAAAAAAAAAA","text":"nobody"}`,
+		fmt.Sprintf(`{"id":%q,"text":%q}`, idA, strings.Repeat("x", 101)),
+		`{"text":"no id"}`,
+		fmt.Sprintf(`{"id":%q}`, idA),
+		fmt.Sprintf(`{"id":%q,"text":"t","binary":"AA=="}`, idA),
+		`not json`,
+		fmt.Sprintf(`{"id":%q,"text":"bad `+"\xff"+`"}`, idA),
+		fmt.Sprintf(`{"id":%q,"text":""}`, idB),
+	}
+	status, res := ts.batch(t, strings.Join(lines, "\n"))
+	want := []int{204, 204, 204, 404, 413, 400, 400, 400, 400, 400, 204}
+	if status != 200 || len(res) != len(want) {
+		t.Fatalf("status %d, results %+v", status, res)
+	}
+	for i, w := range want {
+		if res[i].Status != w {
+			t.Errorf("result %d: %+v, want %d", i, res[i], w)
+		}
+	}
+	for _, w := range []string{"a1", "a2 é"} {
+		if kind, msg := read(t, a); kind != websocket.TextMessage || string(msg) != w {
+			t.Fatalf("a got %d %q, want %q", kind, msg, w)
+		}
+	}
+	if kind, msg := read(t, b); kind != websocket.BinaryMessage || !bytes.Equal(msg, bin) {
+		t.Fatalf("b got %d %x", kind, msg)
+	}
+	if _, msg := read(t, b); len(msg) != 0 {
+		t.Fatalf("b got %q, want the empty message", msg)
+	}
+	// Nothing refused reached a: the next message is the marker.
+	ts.pushText(t, idA, "marker")
+	if _, msg := read(t, a); string(msg) != "marker" {
+		t.Fatalf("a got %q", msg)
+	}
+	if got := metricValue(t, ts, `wsgate_pushes_total{code="204"}`); got != 5 {
+		t.Errorf("204s counted %v, want 5", got)
+	}
+}
+
+func TestBatchLimits(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.Push.MaxBody = 100
+		c.Push.MaxBatch = 1000
+	})
+	_, id := ts.connect(t)
+	line := fmt.Sprintf(`{"id":%q,"text":"%s"}`, id, strings.Repeat("y", 50)) + "\n"
+	if s, _ := ts.do(t, "POST", "/ws/batch", "", "", []byte(strings.Repeat(line, 20))); s != 413 {
+		t.Fatalf("batch over max_batch: %d, want 413", s)
+	}
+	if s, _ := ts.do(t, "GET", "/ws/batch", "", "", nil); s != 405 {
+		t.Fatalf("GET batch: %d, want 405", s)
+	}
+	// Chunked, no Content-Length: the lines within the bound are delivered
+	// and the last result says where reading stopped.
+	req, _ := http.NewRequest("POST", "http://push/ws/batch", struct{ io.Reader }{strings.NewReader(strings.Repeat(line, 20))})
+	resp, err := ts.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	results := strings.Split(strings.TrimSpace(string(body)), "\n")
+	if resp.StatusCode != 200 || len(results) < 2 || len(results) > 20 ||
+		!strings.HasPrefix(results[0], `{"status":204}`) || !strings.Contains(results[len(results)-1], `"status":413`) {
+		t.Fatalf("chunked batch over max_batch: %d\n%s", resp.StatusCode, body)
+	}
+}
+
+// A batch of many messages for one client keeps their order.
+func TestBatchOrder(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) { c.WebSocket.SendQueue = 1000 })
+	c, id := ts.connect(t)
+	var body strings.Builder
+	for i := 0; i < 500; i++ {
+		fmt.Fprintf(&body, `{"id":%q,"text":"%d"}`+"\n", id, i)
+	}
+	if status, res := ts.batch(t, body.String()); status != 200 || len(res) != 500 {
+		t.Fatalf("status %d, %d results", status, len(res))
+	}
+	for i := 0; i < 500; i++ {
+		if _, msg := read(t, c); string(msg) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %q", i, msg)
+		}
+	}
+}
