@@ -5,7 +5,7 @@ COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/wsgate
 
-.PHONY: all build run nginx-installed test vet fmt-check fuzz clean
+.PHONY: all build run nginx-installed test vet fmt-check fuzz bench clean
 
 all: build
 
@@ -46,6 +46,12 @@ FUZZTIME ?= 20s
 fuzz:
 	$(GO) test ./sidecar -run '^$$' -fuzz '^FuzzPushRequest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+
+# wsgate against Nchan, side by side on loopback (bench/bench.sh; CLIENTS=,
+# PUSHES=, ROUNDS= ...). Installs libnginx-mod-nchan when it can.
+bench: build nginx-installed
+	$(GO) build -o bin/wsbench ./cmd/wsbench
+	bash bench/bench.sh
 
 clean:
 	rm -rf bin

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# make bench: the same workload against wsgate (`wsgate up`: nginx + 2
+# sidecars) and Nchan (nginx with libnginx-mod-nchan), alternating
+# wsgate/Nchan/wsgate/Nchan on loopback, then each figure as a ratio
+# wsgate/Nchan from the best run of each. Knobs: CLIENTS, PUSHES, PUSHERS,
+# CONC, SIZE, BATCH, ROUNDS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS=${CLIENTS:-8000} PUSHES=${PUSHES:-30000} PUSHERS=${PUSHERS:-32} CONC=${CONC:-64}
+SIZE=${SIZE:-64} BATCH=${BATCH:-100} ROUNDS=${ROUNDS:-2}
+NCHAN_MOD=/usr/lib/nginx/modules/ngx_nchan_module.so
+export PATH="$PATH:/usr/sbin"
+
+if [ ! -f "$NCHAN_MOD" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bench: installing libnginx-mod-nchan" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnginx-mod-nchan >&2
+  else
+    echo "bench: Nchan is not installed (apt-get install libnginx-mod-nchan); measuring wsgate alone" >&2
+  fi
+fi
+
+state=$(mktemp -d /tmp/wsgate-bench.XXXXXX)
+chmod 755 "$state"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$state"; }
+trap cleanup EXIT
+
+# Both servers get 2 nginx workers on this 2-core machine.
+cat > "$state/wsgate.toml" <<EOT
+instances = 2
+runtime_dir = "$state/run"
+listen = ["127.0.0.1:18080"]
+[push]
+port_base = 18775
+[nginx]
+worker_processes = 2
+worker_connections = 16384
+EOT
+bin/wsgate up -config "$state/wsgate.toml" -state "$state/up" > "$state/up.log" 2>&1 &
+wsgate_pid=$!; pids+=("$wsgate_pid")
+
+have_nchan=
+if [ -f "$NCHAN_MOD" ]; then
+  have_nchan=1
+  mkdir -p "$state/nchan"
+  chmod 755 "$state/nchan"
+  cat > "$state/nchan/nginx.conf" <<EOT
+load_module $NCHAN_MOD;
+daemon off;
+worker_processes 2;
+worker_rlimit_nofile 16384;
+pid $state/nchan/nginx.pid;
+error_log $state/nchan/error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $state/nchan/body;
+  proxy_temp_path $state/nchan/proxy;
+  fastcgi_temp_path $state/nchan/fastcgi;
+  uwsgi_temp_path $state/nchan/uwsgi;
+  scgi_temp_path $state/nchan/scgi;
+  server {
+    listen 127.0.0.1:18090;
+    location ~ ^/sub/(\w+)$ { nchan_subscriber websocket; nchan_channel_id \$1; }
+    location ~ ^/pub/(\w+)$ { nchan_publisher; nchan_channel_id \$1; nchan_message_buffer_length 1; nchan_message_timeout 30s; }
+  }
+}
+EOT
+  nginx -p "$state/nchan" -c "$state/nchan/nginx.conf" -e stderr 2> "$state/nchan.log" &
+  nchan_pid=$!; pids+=("$nchan_pid")
+fi
+
+for i in $(seq 100); do
+  grep -q "wsgate is up" "$state/up.log" && break
+  sleep 0.1
+done
+grep -q "wsgate is up" "$state/up.log" || { cat "$state/up.log"; exit 1; }
+sleep 0.5
+
+common=(-clients "$CLIENTS" -pushes "$PUSHES" -p "$PUSHERS" -c "$CONC" -size "$SIZE" -json)
+: > "$state/results.json"
+for round in $(seq "$ROUNDS"); do
+  echo "bench: round $round: wsgate" >&2
+  bin/wsbench -target wsgate -ws ws://127.0.0.1:18080/ws -batch "$BATCH" -pid "$wsgate_pid" "${common[@]}" >> "$state/results.json"
+  if [ -n "$have_nchan" ]; then
+    echo "bench: round $round: nchan" >&2
+    bin/wsbench -target nchan -ws ws://127.0.0.1:18090/sub/ -pub http://127.0.0.1:18090/pub/ -pid "$nchan_pid" "${common[@]}" >> "$state/results.json"
+  fi
+done
+bin/wsbench -report "$state/results.json"

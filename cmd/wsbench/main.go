@@ -1,0 +1,343 @@
+// Command wsbench is a load generator for wsgate and, for comparison, Nchan:
+// it connects N idle WebSocket clients, measures the handshake rate and the
+// server memory they cost, then has P concurrent pushers send M pushes to
+// random clients and measures delivery rate, latency and losses, and finally
+// (wsgate only) the same with batch requests. One run measures one target;
+// bench/bench.sh alternates targets and prints ratios.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+type options struct {
+	target       string // "wsgate" or "nchan"
+	wsURL        string // wsgate: ws://host:port/ws; nchan: ws://host:port/sub/
+	pubURL       string // nchan: http://host:port/pub/
+	clients      int
+	handshakeCon int
+	pushes       int
+	pushers      int
+	size         int
+	batch        int // lines per batch request; 0 skips the batch run
+	rootPID      int // server process tree whose memory is measured
+	settle       time.Duration
+}
+
+// Result is what one run measured; field names are the JSON output.
+type Result struct {
+	Target         string  `json:"target"`
+	Clients        int     `json:"clients"`
+	HandshakesPerS float64 `json:"handshakes_per_s"`
+	HandshakeFails int     `json:"handshake_failures"`
+	BytesPerConn   float64 `json:"server_bytes_per_idle_conn"`
+	Pushes         int     `json:"pushes"`
+	PushesPerS     float64 `json:"pushes_per_s"`
+	Lost           int     `json:"lost"`
+	PushErrors     int     `json:"push_errors"`
+	P50ms          float64 `json:"p50_ms"`
+	P99ms          float64 `json:"p99_ms"`
+	MaxMs          float64 `json:"max_ms"`
+	BatchMsgsPerS  float64 `json:"batch_messages_per_s,omitempty"`
+	BatchLost      int     `json:"batch_lost,omitempty"`
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.target, "target", "wsgate", "wsgate or nchan")
+	flag.StringVar(&o.wsURL, "ws", "ws://127.0.0.1:8080/ws", "client URL (nchan: the subscriber prefix, ws://host:port/sub/)")
+	flag.StringVar(&o.pubURL, "pub", "", "nchan publisher prefix, http://host:port/pub/")
+	flag.IntVar(&o.clients, "clients", 8000, "idle clients to connect")
+	flag.IntVar(&o.handshakeCon, "c", 64, "concurrent handshakes")
+	flag.IntVar(&o.pushes, "pushes", 30000, "single-client pushes")
+	flag.IntVar(&o.pushers, "p", 32, "concurrent pushers")
+	flag.IntVar(&o.size, "size", 64, "push payload bytes (at least 16: send time and sequence)")
+	flag.IntVar(&o.batch, "batch", 100, "messages per batch request for the batch run (wsgate; 0: skip)")
+	flag.IntVar(&o.rootPID, "pid", 0, "server process tree to measure memory of (0: skip)")
+	flag.DurationVar(&o.settle, "settle", 2*time.Second, "wait before measuring memory")
+	asJSON := flag.Bool("json", false, "print the result as JSON instead of a line of text")
+	reportPath := flag.String("report", "", "print the comparison of the results (JSON lines) in this `file` and exit")
+	flag.Parse()
+	if *reportPath != "" {
+		if err := report(*reportPath, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "wsbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if o.size < 16 || (o.target == "nchan" && o.pubURL == "") || (o.target != "nchan" && o.target != "wsgate") {
+		fmt.Fprintln(os.Stderr, "wsbench: -size must be ≥16; -target wsgate|nchan; nchan needs -pub")
+		os.Exit(2)
+	}
+	r, err := run(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wsbench:", err)
+		os.Exit(1)
+	}
+	if *asJSON {
+		json.NewEncoder(os.Stdout).Encode(r)
+		return
+	}
+	fmt.Printf("%-8s clients %d: %.0f handshakes/s (%d failed), %.0f B/idle conn, %.0f pushes/s, lost %d, errors %d, p50 %.2fms p99 %.2fms max %.2fms, batch %.0f msgs/s\n",
+		r.Target, r.Clients, r.HandshakesPerS, r.HandshakeFails, r.BytesPerConn, r.PushesPerS, r.Lost, r.PushErrors, r.P50ms, r.P99ms, r.MaxMs, r.BatchMsgsPerS)
+}
+
+// sub is one connected client.
+type sub struct {
+	conn    *websocket.Conn
+	pushURL string // wsgate: its push URL; nchan: the publisher URL of its channel
+	batch   string // wsgate: the batch URL of its push port
+	id      string
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "wsbench: "+format+"\n", args...)
+}
+
+func run(o options) (Result, error) {
+	r := Result{Target: o.target, Clients: o.clients, Pushes: o.pushes}
+	base := memory(o.rootPID)
+
+	// Handshakes.
+	subs := make([]*sub, o.clients)
+	var next, fails atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < o.handshakeCon; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 512, WriteBufferSize: 512}
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= o.clients {
+					return
+				}
+				s, err := connect(d, o)
+				if err != nil {
+					fails.Add(1)
+					if fails.Load() <= 3 {
+						progress("handshake: %v", err)
+					}
+					continue
+				}
+				subs[i] = s
+			}
+		}()
+	}
+	wg.Wait()
+	r.HandshakesPerS = float64(o.clients) / time.Since(start).Seconds()
+	r.HandshakeFails = int(fails.Load())
+	live := subs[:0]
+	for _, s := range subs {
+		if s != nil {
+			live = append(live, s)
+		}
+	}
+	subs = live
+	defer func() {
+		for _, s := range subs {
+			s.conn.Close()
+		}
+	}()
+	progress("%s: %d clients at %.0f handshakes/s", o.target, len(subs), r.HandshakesPerS)
+	if len(subs) == 0 {
+		return r, errors.New("no client connected")
+	}
+
+	time.Sleep(o.settle)
+	if o.rootPID > 0 {
+		r.BytesPerConn = float64(memory(o.rootPID)-base) / float64(len(subs))
+		progress("%s: %.0f bytes of server memory per idle connection", o.target, r.BytesPerConn)
+	}
+
+	// Readers record each message's latency from the send time it carries.
+	lat := make([]int64, 0, o.pushes)
+	var latMu sync.Mutex
+	var delivered atomic.Int64
+	for _, s := range subs {
+		go func() {
+			for {
+				_, msg, err := s.conn.ReadMessage()
+				if err != nil {
+					return
+				}
+				if len(msg) >= 16 {
+					d := time.Now().UnixNano() - int64(binary.BigEndian.Uint64(msg))
+					latMu.Lock()
+					lat = append(lat, d)
+					latMu.Unlock()
+				}
+				delivered.Add(1)
+			}
+		}()
+	}
+
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.pushers, MaxConnsPerHost: o.pushers}, Timeout: 30 * time.Second}
+	var sent, errs atomic.Int64
+	start = time.Now()
+	for w := 0; w < o.pushers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			payload := make([]byte, o.size)
+			for i := sent.Add(1); i <= int64(o.pushes); i = sent.Add(1) {
+				s := subs[rand.IntN(len(subs))]
+				binary.BigEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
+				binary.BigEndian.PutUint64(payload[8:], uint64(i))
+				for j := 16; j < len(payload); j++ {
+					payload[j] = 'x'
+				}
+				if err := post(hc, s.pushURL, payload); err != nil {
+					if errs.Add(1) <= 3 {
+						progress("push: %v", err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	want := int64(o.pushes) - errs.Load()
+	waitDelivered(&delivered, want)
+	elapsed := time.Since(start)
+	r.PushesPerS = float64(delivered.Load()) / elapsed.Seconds()
+	r.Lost = int(want - delivered.Load())
+	r.PushErrors = int(errs.Load())
+	latMu.Lock()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if n := len(lat); n > 0 {
+		r.P50ms = float64(lat[n/2]) / 1e6
+		r.P99ms = float64(lat[n*99/100]) / 1e6
+		r.MaxMs = float64(lat[n-1]) / 1e6
+	}
+	latMu.Unlock()
+	progress("%s: %.0f pushes/s, p99 %.2fms, lost %d", o.target, r.PushesPerS, r.P99ms, r.Lost)
+
+	if o.target == "wsgate" && o.batch > 0 {
+		r.BatchMsgsPerS, r.BatchLost = runBatch(o, subs, hc, &delivered)
+		progress("%s: batch %.0f messages/s, lost %d", o.target, r.BatchMsgsPerS, r.BatchLost)
+	}
+	return r, nil
+}
+
+// runBatch sends o.pushes messages in batches of o.batch lines, each batch to
+// clients of one push port, and returns the delivered rate and losses.
+func runBatch(o options, subs []*sub, hc *http.Client, delivered *atomic.Int64) (float64, int) {
+	byPort := map[string][]*sub{}
+	for _, s := range subs {
+		byPort[s.batch] = append(byPort[s.batch], s)
+	}
+	ports := make([]string, 0, len(byPort))
+	for p := range byPort {
+		ports = append(ports, p)
+	}
+	before := delivered.Load()
+	requests := (o.pushes + o.batch - 1) / o.batch
+	var next, msgs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < o.pushers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body bytes.Buffer
+			payload := make([]byte, o.size)
+			for i := next.Add(1); i <= int64(requests); i = next.Add(1) {
+				port := ports[int(i)%len(ports)]
+				body.Reset()
+				for j := 0; j < o.batch; j++ {
+					s := byPort[port][rand.IntN(len(byPort[port]))]
+					binary.BigEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
+					text := fmt.Sprintf("%x", payload)[:o.size] // JSON-safe text of the same size
+					fmt.Fprintf(&body, "{\"id\":%q,\"text\":%q}\n", s.id, text)
+				}
+				resp, err := hc.Post(port, "application/x-ndjson", &body)
+				if err != nil {
+					progress("batch: %v", err)
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				msgs.Add(int64(bytes.Count(b, []byte(`{"status":204}`))))
+			}
+		}()
+	}
+	wg.Wait()
+	want := before + msgs.Load()
+	waitDelivered(delivered, want)
+	return float64(delivered.Load()-before) / time.Since(start).Seconds(), int(want - delivered.Load())
+}
+
+// waitDelivered waits until want messages arrived, or until none arrive for
+// 5 seconds.
+func waitDelivered(delivered *atomic.Int64, want int64) {
+	last, lastChange := delivered.Load(), time.Now()
+	for delivered.Load() < want && time.Since(lastChange) < 5*time.Second {
+		time.Sleep(time.Millisecond)
+		if n := delivered.Load(); n != last {
+			last, lastChange = n, time.Now()
+		}
+	}
+}
+
+// connect opens one client. wsgate's push URL comes in its welcome; Nchan's
+// channel is an id the bench makes up.
+func connect(d websocket.Dialer, o options) (*sub, error) {
+	if o.target == "nchan" {
+		id := fmt.Sprintf("c%016x", rand.Uint64())
+		c, _, err := d.DialContext(context.Background(), o.wsURL+id, nil)
+		if err != nil {
+			return nil, err
+		}
+		return &sub{conn: c, pushURL: o.pubURL + id, id: id}, nil
+	}
+	c, _, err := d.Dial(o.wsURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, welcome, err := c.ReadMessage()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.SetReadDeadline(time.Time{})
+	u, err := url.Parse(strings.Split(string(welcome), ",")[0])
+	if err != nil || u.User == nil {
+		c.Close()
+		return nil, fmt.Errorf("welcome %q", welcome)
+	}
+	id := u.User.Username()
+	return &sub{conn: c, pushURL: "http://" + u.Host + u.Path + "/" + id, batch: "http://" + u.Host + u.Path + "/batch", id: id}, nil
+}
+
+func post(hc *http.Client, url string, body []byte) error {
+	resp, err := hc.Post(url, "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
