@@ -28,7 +28,7 @@ func TestLocationPitfalls(t *testing.T) {
 				"proxy_set_header Connection $wsgate_connection_upgrade;",
 				"proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
 				"proxy_buffering off;",
-				"proxy_buffer_size 4k;",
+				"proxy_buffer_size 1k;",
 				"proxy_next_upstream error timeout;",
 				fmt.Sprintf("proxy_next_upstream_tries %d;", c.Instances),
 			} {

@@ -234,9 +234,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// then closed with 1012, below): answering 503 would reach the client
 	// through nginx as a refused connection.
 	s.clients.Add(1)
-	defer s.clients.Done()
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		s.clients.Done()
 		return // s.handshakeError answered and counted it
 	}
 	c := &client{id: newID(), srv: s, ws: ws, remote: remoteAddr(r), start: time.Now()}
@@ -261,8 +261,16 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("connect", "id", c.id, "remote", c.remote)
 	}
 
-	err = c.readLoop()
-	code := c.finish(err)
+	// The read loop gets a goroutine of its own so that this one returns
+	// and net/http frees what it holds for the request (its 4 KiB read
+	// buffer among it): an idle client costs one small goroutine.
+	go s.run(c, debug)
+}
+
+// run reads from c until it ends, then releases it.
+func (s *Server) run(c *client, debug bool) {
+	defer s.clients.Done()
+	code := c.finish(c.readLoop())
 	s.metrics.disconnects.WithLabelValues(closeCodeLabel(code)).Inc()
 	if debug {
 		s.log.Debug("close", "id", c.id, "remote", c.remote, "code", code,
