@@ -23,6 +23,7 @@ type metrics struct {
 	messagesOut      prometheus.Counter
 	bytesOut         prometheus.Counter
 	pushes           *prometheus.CounterVec // by HTTP status
+	pushed204        prometheus.Counter     // pushes{code="204"}, resolved once for the hot path
 	pushLatency      prometheus.Histogram
 	queued           prometheus.Gauge
 	drops            *prometheus.CounterVec // by reason
@@ -57,6 +58,7 @@ func newMetrics(connections func() float64) *metrics {
 	m.messagesOut = counter("messages_sent_total", "Messages written to clients (welcome excluded).")
 	m.bytesOut = counter("message_sent_bytes_total", "Bytes of messages written to clients.")
 	m.pushes = vec("pushes_total", "Push API requests, by HTTP status.", "code")
+	m.pushed204 = m.pushes.WithLabelValues("204")
 	m.pushLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "wsgate_push_latency_seconds",
 		Help:    "Time from a push request's arrival to its frame written to the client socket.",
@@ -72,7 +74,13 @@ func newMetrics(connections func() float64) *metrics {
 	return m
 }
 
-func (m *metrics) pushed(code int) { m.pushes.WithLabelValues(strconv.Itoa(code)).Inc() }
+func (m *metrics) pushed(code int) {
+	if code == 204 {
+		m.pushed204.Inc()
+		return
+	}
+	m.pushes.WithLabelValues(strconv.Itoa(code)).Inc()
+}
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
