@@ -50,6 +50,7 @@ fuzz:
 # wsgate against Nchan, side by side on loopback (bench/bench.sh; CLIENTS=,
 # PUSHES=, ROUNDS= ...). Installs libnginx-mod-nchan when it can.
 bench: build nginx-installed
+	$(GO) test -run '^$$' -bench . -benchmem ./sidecar
 	$(GO) build -o bin/wsbench ./cmd/wsbench
 	bash bench/bench.sh
 

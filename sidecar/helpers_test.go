@@ -27,7 +27,7 @@ type testServer struct {
 	done             chan error
 }
 
-func newTestServer(t *testing.T, mutate func(*config.Config)) *testServer {
+func newTestServer(t testing.TB, mutate func(*config.Config)) *testServer {
 	t.Helper()
 	cfg := config.Default()
 	cfg.RuntimeDir = t.TempDir()
@@ -71,7 +71,7 @@ func unixTransport(path string) *http.Transport {
 }
 
 // shutdown stops the server and waits for Serve to return.
-func (ts *testServer) shutdown(t *testing.T) {
+func (ts *testServer) shutdown(t testing.TB) {
 	t.Helper()
 	ts.stop()
 	select {
@@ -86,7 +86,7 @@ func (ts *testServer) shutdown(t *testing.T) {
 }
 
 // testWriter sends log output to t.Log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -94,7 +94,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // dial connects a WebSocket client and returns it with the welcome frame.
-func (ts *testServer) dial(t *testing.T, header http.Header) (*websocket.Conn, string) {
+func (ts *testServer) dial(t testing.TB, header http.Header) (*websocket.Conn, string) {
 	t.Helper()
 	c, welcome, err := ts.tryDial(header)
 	if err != nil {
@@ -134,14 +134,14 @@ type handshakeErr struct {
 func (e *handshakeErr) Error() string { return e.err.Error() }
 
 // connect dials and returns the client with its id.
-func (ts *testServer) connect(t *testing.T) (*websocket.Conn, string) {
+func (ts *testServer) connect(t testing.TB) (*websocket.Conn, string) {
 	t.Helper()
 	c, welcome := ts.dial(t, nil)
 	return c, idFromURL(t, strings.Split(welcome, ",")[0])
 }
 
 // idFromURL returns the user name of a push URL.
-func idFromURL(t *testing.T, u string) string {
+func idFromURL(t testing.TB, u string) string {
 	t.Helper()
 	rest, ok := strings.CutPrefix(u, "http://")
 	at := strings.IndexByte(rest, '@')

@@ -1,0 +1,56 @@
+package sidecar
+
+import (
+	"bytes"
+	"net/http"
+	"testing"
+)
+
+// BenchmarkPush is one push through the push API to a connected client that
+// reads it: HTTP parse, lookup, queue, frame write, over real unix sockets.
+func BenchmarkPush(b *testing.B) {
+	ts := newTestServer(b, nil)
+	c, id := ts.connect(b)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < b.N; i++ {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	body := bytes.Repeat([]byte("x"), 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req, _ := http.NewRequest("POST", "http://push/ws/"+id, bytes.NewReader(body))
+		resp, err := ts.http.Do(req)
+		if err != nil || resp.StatusCode != 204 {
+			b.Fatalf("push: %v %v", err, resp)
+		}
+		resp.Body.Close()
+	}
+	<-done
+}
+
+// BenchmarkRegistryGetParallel looks ids up from every core at once.
+func BenchmarkRegistryGetParallel(b *testing.B) {
+	r := newRegistry()
+	ids := make([]string, 10000)
+	for i := range ids {
+		ids[i] = newID()
+		r.add(&client{id: ids[i]})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if r.get(ids[i%len(ids)]) == nil {
+				b.Fatal("lost")
+			}
+			i++
+		}
+	})
+}
