@@ -208,7 +208,7 @@ func readClose(t *testing.T, c *websocket.Conn) int {
 }
 
 // eventually fails unless cond becomes true within 10s.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
