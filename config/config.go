@@ -33,6 +33,7 @@ type Config struct {
 	Push      Push      `toml:"push"`
 	WebSocket WebSocket `toml:"websocket"`
 	Upstream  Upstream  `toml:"upstream"`
+	Auth      Auth      `toml:"auth"`
 	Log       Log       `toml:"log"`
 	Nginx     Nginx     `toml:"nginx"`
 }
@@ -59,9 +60,21 @@ type WebSocket struct {
 	Welcome        string   `toml:"welcome"`          // "urls" or "json"
 }
 
-// Upstream configures the optional backend that receives client events.
+// Upstream configures the optional backend that receives client events
+// (see UPSTREAM.md).
 type Upstream struct {
-	URL string `toml:"url"`
+	URL            string   `toml:"url"`             // http(s)://host[:port]/path or unix:/path.sock:/path
+	Timeout        Duration `toml:"timeout"`         // bound on one request
+	Events         []string `toml:"events"`          // of "connect", "message", "disconnect"
+	ForwardHeaders []string `toml:"forward_headers"` // request headers connect forwards
+	Concurrency    int      `toml:"concurrency"`     // requests in flight per sidecar
+	OnError        string   `toml:"on_error"`        // connect failing: "refuse" (502/504) or "allow"
+	MessageQueue   int      `toml:"message_queue"`   // client messages waiting per client; more closes it with 1013
+}
+
+// Auth makes nginx check each WebSocket handshake with auth_request.
+type Auth struct {
+	URL string `toml:"url"` // http://host[:port]/path or unix:/path.sock:/path; empty: off
 }
 
 // Log configures log/slog output.
@@ -100,6 +113,14 @@ func Default() Config {
 			SendQueueBytes: 4 << 20,
 			SlowClient:     "close",
 			Welcome:        "urls",
+		},
+		Upstream: Upstream{
+			Timeout:        Duration(5 * time.Second),
+			Events:         []string{"connect", "message", "disconnect"},
+			ForwardHeaders: []string{"Cookie", "Authorization", "Origin", "X-Forwarded-For"},
+			Concurrency:    64,
+			OnError:        "refuse",
+			MessageQueue:   64,
 		},
 		Log:   Log{Level: "info", Format: "text"},
 		Nginx: Nginx{Binary: "nginx", WorkerConnections: 16384},
@@ -259,9 +280,10 @@ func (c *Config) validate(e *fieldErrors) {
 		e.add("websocket.welcome", "%q is not one of \"urls\", \"json\"", w.Welcome)
 	}
 
-	if c.Upstream.URL != "" {
-		if u, err := url.Parse(c.Upstream.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			e.add("upstream.url", "%q is not an http:// or https:// URL", c.Upstream.URL)
+	c.Upstream.validate(e)
+	if c.Auth.URL != "" {
+		if _, _, err := SplitURL(c.Auth.URL); err != nil || strings.ContainsAny(c.Auth.URL, " ;{}'\"\\$#") {
+			e.add("auth.url", "%q is not an http(s):// URL or unix:/path.sock:/path without nginx metacharacters", c.Auth.URL)
 		}
 	}
 

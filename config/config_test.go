@@ -36,7 +36,16 @@ allowed_origins = ["https://app.example"]
 welcome         = "json"
 
 [upstream]
-url = "http://127.0.0.1:9000/events"
+url             = "http://127.0.0.1:9000/events"
+timeout         = "2s"
+events          = ["connect"]
+forward_headers = ["Cookie"]
+concurrency     = 8
+on_error        = "allow"
+message_queue   = 4
+
+[auth]
+url = "unix:/run/app.sock:/auth"
 `), "t.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +54,10 @@ url = "http://127.0.0.1:9000/events"
 		c.WebSocket.PingInterval.D() != 30*time.Second || c.WebSocket.MaxMessage != 4096 ||
 		c.WebSocket.SlowClient != "drop" || c.WebSocket.Welcome != "json" || c.Upstream.URL == "" {
 		t.Fatalf("parsed %+v", c)
+	}
+	if u := c.Upstream; u.Timeout.D() != 2*time.Second || !u.Has("connect") || u.Has("message") || u.ForwardHeaders[0] != "Cookie" ||
+		u.Concurrency != 8 || u.OnError != "allow" || u.MessageQueue != 4 || c.Auth.URL != "unix:/run/app.sock:/auth" {
+		t.Errorf("upstream %+v auth %+v", u, c.Auth)
 	}
 	if c.WebSocket.SendQueueBytes != Default().WebSocket.SendQueueBytes {
 		t.Error("an unset key lost its default")
@@ -125,6 +138,19 @@ func TestParseErrors(t *testing.T) {
 		{"[websocket]\nallowed_origins = [\"https://a.example/path\"]", "t.toml:2: websocket.allowed_origins:"},
 		{"[websocket]\nwelcome = \"xml\"", "t.toml:2: websocket.welcome:"},
 		{"[upstream]\nurl = \"ftp://x\"", "t.toml:2: upstream.url:"},
+		{"[upstream]\nurl = \"unix:relative.sock:/e\"", "t.toml:2: upstream.url:"},
+		{"[upstream]\nurl = \"unix:/run/b.sock:events\"", "t.toml:2: upstream.url:"},
+		{"[upstream]\nurl = \"http://u:p@h/e\"", "t.toml:2: upstream.url:"},
+		{"[upstream]\ntimeout = \"0s\"", "t.toml:2: upstream.timeout: 0s is out of range"},
+		{"[upstream]\ntimeout = \"1h\"", "t.toml:2: upstream.timeout:"},
+		{"[upstream]\nevents = [\"connect\", \"close\"]", `t.toml:2: upstream.events: "close" is not one of`},
+		{"[upstream]\nforward_headers = [\"X Bad\"]", `t.toml:2: upstream.forward_headers: "X Bad" is not a header name`},
+		{"[upstream]\nforward_headers = [\"wsgate-id\"]", "t.toml:2: upstream.forward_headers: \"wsgate-id\": Wsgate- headers"},
+		{"[upstream]\nconcurrency = 0", "t.toml:2: upstream.concurrency:"},
+		{"[upstream]\non_error = \"ignore\"", `t.toml:2: upstream.on_error: "ignore" is not one of "refuse", "allow"`},
+		{"[upstream]\nmessage_queue = 0", "t.toml:2: upstream.message_queue:"},
+		{"[auth]\nurl = \"/auth\"", "t.toml:2: auth.url:"},
+		{"[auth]\nurl = \"http://127.0.0.1/a;b\"", "t.toml:2: auth.url:"},
 		{"[log]\nlevel = \"loud\"", "t.toml:2: log.level:"},
 		{"[log]\nformat = \"xml\"", "t.toml:2: log.format:"},
 		{"[nginx]\nbinary = \"\"", "t.toml:2: nginx.binary:"},
@@ -152,6 +178,26 @@ func TestParseReportsEveryErrorInLineOrder(t *testing.T) {
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "t.toml:2:") || !strings.HasPrefix(lines[1], "t.toml:3:") || !strings.HasPrefix(lines[2], "t.toml:5:") {
 		t.Fatalf("errors:\n%v", err)
+	}
+}
+
+func TestSplitURL(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"http://127.0.0.1:9000/events":  {"", "http://127.0.0.1:9000/events"},
+		"https://app.example/ws-events": {"", "https://app.example/ws-events"},
+		"unix:/run/app.sock:/events":    {"/run/app.sock", "http://localhost/events"},
+		"unix:/run/app.sock":            {"/run/app.sock", "http://localhost/"},
+		"unix:/run/app.sock:/e?x=1":     {"/run/app.sock", "http://localhost/e?x=1"},
+	} {
+		sock, target, err := SplitURL(in)
+		if err != nil || sock != want[0] || target != want[1] {
+			t.Errorf("%q: %q %q %v, want %q", in, sock, target, err, want)
+		}
+	}
+	for _, bad := range []string{"", "/events", "127.0.0.1:9000", "unix:", "unix:app.sock", "unix:/a.sock:events", "ftp://x/"} {
+		if _, _, err := SplitURL(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }
 
