@@ -28,6 +28,8 @@ func testConfigs(t *testing.T) map[string]config.Config {
 listen = ["[::1]:18080"]
 [push]
 listen = ["::1", "127.0.0.1"]
+[auth]
+url = "http://[::1]:9000/auth?from=wsgate"
 `),
 		"custom": parse(`location = "/socket/v1.live"
 runtime_dir = "/tmp/wsgate-test/run"
@@ -41,6 +43,8 @@ idle_timeout = "90500ms"
 [nginx]
 worker_processes = 2
 worker_connections = 1024
+[auth]
+url = "unix:/tmp/wsgate-test/app.sock:/auth"
 `),
 		"max": parse(`instances = 1024
 runtime_dir = "` + longest + `"

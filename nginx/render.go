@@ -36,6 +36,7 @@ type view struct {
 	MaxBatch    int64    // push.max_batch, bytes
 	ZoneKiB     int      // size of the wsgate_ws zone
 	WS          []string // ws-<i>.sock paths
+	Auth        string   // proxy_pass target of the auth_request subrequest; "" without auth.url
 	Push        []push
 }
 
@@ -62,6 +63,12 @@ func newView(c *config.Config) (*view, error) {
 		// longest runtime_dir.
 		ZoneKiB: 64 + c.Instances,
 	}
+	if c.Auth.URL != "" {
+		v.Auth = c.Auth.URL
+		if strings.HasPrefix(v.Auth, "unix:") {
+			v.Auth = "http://" + v.Auth // nginx's own form: http://unix:/path.sock:/uri
+		}
+	}
 	for i := 1; i <= c.Instances; i++ {
 		p := push{ID: i, Socket: c.PushSocket(i)}
 		for _, a := range c.PushListenAddrs(i) {
@@ -85,7 +92,8 @@ func HTTP(c *config.Config) (string, error) {
 }
 
 // Location renders the location{} block that proxies WebSockets at
-// c.Location to the sidecars; it belongs in the user's own server{}.
+// c.Location to the sidecars, and with auth.url the internal location its
+// auth_request calls; it belongs in the user's own server{}.
 func Location(c *config.Config) (string, error) {
 	return render("location.conf", c)
 }

@@ -229,3 +229,42 @@ func block(t *testing.T, all []string, head string) string {
 	t.Fatalf("no %s block", head)
 	return ""
 }
+
+// auth.url adds auth_request to the WebSocket location and the internal
+// location it calls; without it there is neither.
+func TestAuthRequest(t *testing.T) {
+	for url, pass := range map[string]string{
+		"":                                "",
+		"http://127.0.0.1:9000/auth":      "http://127.0.0.1:9000/auth",
+		"https://app.example/auth?x=1":    "https://app.example/auth?x=1",
+		"unix:/run/app/app.sock:/session": "http://unix:/run/app/app.sock:/session",
+	} {
+		c := config.Default()
+		c.Auth.URL = url
+		loc, err := Location(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := blocks(loc)
+		ws := block(t, all, "location /ws")
+		if hasDirective(ws, "auth_request /_wsgate_auth;") != (url != "") {
+			t.Errorf("%q: auth_request in\n%s", url, ws)
+		}
+		if url == "" {
+			if len(all) != 1 {
+				t.Errorf("no auth.url, yet %d blocks:\n%s", len(all), loc)
+			}
+			continue
+		}
+		auth := block(t, all, "location = /_wsgate_auth")
+		for _, d := range []string{"internal;", "proxy_pass " + pass + ";", "proxy_pass_request_body off;",
+			`proxy_set_header Content-Length "";`, "proxy_set_header X-Original-URI $request_uri;"} {
+			if !hasDirective(auth, d) {
+				t.Errorf("%q: missing %q in\n%s", url, d, auth)
+			}
+		}
+		if strings.Contains(auth, "proxy_set_header Cookie") {
+			t.Errorf("%q: the subrequest must pass Cookie unchanged:\n%s", url, auth)
+		}
+	}
+}
