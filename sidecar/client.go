@@ -59,6 +59,8 @@ type client struct {
 	// Set before the client is registered; stopped by finish.
 	keepalive *time.Timer
 
+	outbox outbox // messages and disconnect for the upstream
+
 	mu        sync.Mutex // guards the fields below
 	queue     []frame    // frames not yet taken by the writer
 	pending   int        // frames queued or being written
@@ -66,7 +68,8 @@ type client struct {
 	writing   bool       // a writer goroutine owns the write side
 	closing   bool       // a close is queued or sent, or the reader ended: no more pushes
 	closeSent bool
-	closeCode int // the code we sent, if closeSent
+	closeCode int    // the code we sent, if closeSent
+	closeText string // and its reason
 	done      bool
 }
 
@@ -203,14 +206,16 @@ func (c *client) sendClose(payload []byte) {
 	}
 	c.closeSent = true
 	c.closeCode = int(payload[0])<<8 | int(payload[1])
+	c.closeText = string(payload[2:])
 	c.mu.Unlock()
 	deadline := time.Now().Add(closeGrace)
 	_ = c.ws.WriteControl(websocket.CloseMessage, payload, deadline) // a stuck writer makes this time out
 	_ = c.ws.SetReadDeadline(deadline)
 }
 
-// readLoop reads client messages until the connection ends. Until an
-// upstream is configured, messages are counted and discarded.
+// readLoop reads client messages until the connection ends and queues them
+// for the upstream; without one (or without its "message" event) they are
+// counted and discarded.
 func (c *client) readLoop() error {
 	c.ws.SetReadLimit(c.srv.maxMessage)
 	c.ws.SetPongHandler(func(string) error {
@@ -226,12 +231,24 @@ func (c *client) readLoop() error {
 		return err
 	})
 	m := c.srv.metrics
+	up := c.srv.up
 	for {
-		_, r, err := c.ws.NextReader()
+		kind, r, err := c.ws.NextReader()
 		if err != nil {
 			return err
 		}
 		c.lastRecv.Store(c.srv.now())
+		if up != nil && up.onMessage {
+			data, err := io.ReadAll(r) // at most websocket.max_message
+			if err != nil {
+				return err
+			}
+			c.in.Add(1)
+			m.messagesIn.Inc()
+			m.bytesIn.Add(float64(len(data)))
+			up.message(c, kind, data)
+			continue
+		}
 		n, err := io.Copy(io.Discard, r)
 		if err != nil {
 			return err
@@ -269,25 +286,25 @@ func (c *client) tick() {
 }
 
 // finish releases the client after its reader ended and returns the close
-// code to report: the one we sent, else the client's, else 1006.
-func (c *client) finish(readErr error) int {
+// code and reason to report: the ones we sent, else the client's, else 1006.
+func (c *client) finish(readErr error) (int, string) {
 	c.mu.Lock()
 	c.closing, c.done = true, true
-	code := c.closeCode
+	code, reason := c.closeCode, c.closeText
 	sent := c.closeSent
 	c.mu.Unlock()
 	c.keepalive.Stop()
 	c.srv.reg.remove(c)
 	c.ws.Close()
 	if sent {
-		return code
+		return code, reason
 	}
 	var ce *websocket.CloseError
 	switch {
 	case errors.As(readErr, &ce):
-		return ce.Code
+		return ce.Code, ce.Text
 	case errors.Is(readErr, websocket.ErrReadLimit):
-		return websocket.CloseMessageTooBig // gorilla sent it
+		return websocket.CloseMessageTooBig, "" // gorilla sent it
 	}
-	return closeAbnormal
+	return closeAbnormal, ""
 }

@@ -12,6 +12,10 @@
 //   - client.go: one WebSocket connection: its read loop, its bounded send
 //     queue and the writer that turns queued frames into WebSocket frames,
 //     keepalive and close.
+//   - upstream.go: the optional backend at upstream.url: its HTTP client,
+//     the connect event that can refuse a handshake, shutdown's drain.
+//   - events.go: each client's outbox, which carries its messages and its
+//     disconnect to the backend in order, and the policies on failure.
 //   - metrics.go: Prometheus metrics served on the push socket.
 //
 // # Concurrency
@@ -20,6 +24,9 @@
 // writer goroutine, started when its queue becomes non-empty and ended when it
 // drains, so an idle client costs one goroutine. Keepalive runs on a timer.
 // Close frames and pings use gorilla's WriteControl, which is safe to call
-// concurrently with the writer. Lock order: registry shard, then client.mu;
-// nothing blocks while holding either.
+// concurrently with the writer. With an upstream, a client also has at most
+// one sender goroutine, running only while its outbox holds events; a full
+// outbox makes the reader wait for room (backpressure). Lock order: registry
+// shard, then client.mu; outbox.mu is a leaf. Nothing blocks while holding
+// any of them.
 package sidecar

@@ -85,3 +85,39 @@ func (m *metrics) pushed(code int) {
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
+
+// upstreamMetrics are the upstream's metrics, registered only when
+// upstream.url is set.
+type upstreamMetrics struct {
+	latency   *prometheus.HistogramVec // by event
+	errors    *prometheus.CounterVec   // by event and reason
+	forwarded prometheus.Counter
+	dropped   *prometheus.CounterVec // by reason
+	queued    prometheus.Gauge
+}
+
+func newUpstreamMetrics(reg *prometheus.Registry) *upstreamMetrics {
+	m := &upstreamMetrics{
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wsgate_upstream_request_seconds",
+			Help:    "Upstream request latency, by event (waiting for a concurrency slot included).",
+			Buckets: prometheus.ExponentialBuckets(250e-6, 4, 9), // 250µs .. 16s
+		}, []string{"event"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsgate_upstream_errors_total",
+			Help: "Upstream requests without a 2xx reply, by event and reason (timeout, unreachable, canceled, status, bad_reply).",
+		}, []string{"event", "reason"}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wsgate_upstream_messages_forwarded_total", Help: "Client messages the upstream answered with 2xx.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsgate_upstream_messages_dropped_total",
+			Help: "Client messages not forwarded, by reason (refused: 4xx; upstream_error: 5xx, timeout, unreachable; closed: after a failure or at shutdown).",
+		}, []string{"reason"}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wsgate_upstream_queue_events", Help: "Client messages and disconnects waiting for the upstream, over all clients.",
+		}),
+	}
+	reg.MustRegister(m.latency, m.errors, m.forwarded, m.dropped, m.queued)
+	return m
+}

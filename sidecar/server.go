@@ -37,6 +37,7 @@ type Server struct {
 	welcome  welcomer
 	upgrader websocket.Upgrader
 	metrics  *metrics
+	up       *upstream // nil without upstream.url
 	epoch    time.Time
 
 	// From cfg, for the hot paths.
@@ -76,6 +77,7 @@ func New(c *config.Config, instance int, log *slog.Logger) *Server {
 		writeTimeout: c.WebSocket.WriteTimeout.D(),
 	}
 	s.metrics = newMetrics(func() float64 { return float64(s.reg.len()) })
+	s.up = newUpstream(s)
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: s.writeTimeout,
 		ReadBufferSize:   readBufferSize,
@@ -156,7 +158,13 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	for busy.count() > 0 && deadline.Err() == nil {
 		time.Sleep(2 * time.Millisecond)
 	}
+	if s.up != nil {
+		context.AfterFunc(deadline, s.up.cancel) // what the upstream still has then is abandoned
+	}
 	s.shutdown(deadline, wsSrv, pushSrv)
+	if s.up != nil {
+		s.up.drain() // disconnect events, within the same deadline
+	}
 	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond).String())
 	return err
 }
@@ -234,12 +242,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// then closed with 1012, below): answering 503 would reach the client
 	// through nginx as a refused connection.
 	s.clients.Add(1)
+	id := newID()
+	var greeting *frame
+	if s.up != nil {
+		var ok bool
+		if greeting, ok = s.up.connect(w, r, id); !ok {
+			s.clients.Done()
+			return // refused by the upstream
+		}
+	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.clients.Done()
 		return // s.handshakeError answered and counted it
 	}
-	c := &client{id: newID(), srv: s, ws: ws, remote: remoteAddr(r), start: time.Now()}
+	c := &client{id: id, srv: s, ws: ws, remote: remoteAddr(r), start: time.Now()}
 	now := s.now()
 	c.lastRecv.Store(now)
 	c.lastSend.Store(now)
@@ -250,6 +267,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	welcome := s.welcome.frame(c.id)
 	c.queue, c.pending, c.bytes, c.writing = []frame{{kind: websocket.TextMessage, data: welcome, at: welcomeFrame}}, 1, int64(len(welcome)), true
 	s.metrics.queued.Inc()
+	if greeting != nil { // connect's reply body, right behind the welcome
+		c.queue, c.pending, c.bytes = append(c.queue, *greeting), 2, c.bytes+int64(len(greeting.data))
+		s.metrics.queued.Inc()
+	}
 	s.reg.add(c)
 	go c.writeLoop()
 	s.metrics.connects.Inc()
@@ -270,7 +291,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // run reads from c until it ends, then releases it.
 func (s *Server) run(c *client, debug bool) {
 	defer s.clients.Done()
-	code := c.finish(c.readLoop())
+	code, reason := c.finish(c.readLoop())
+	if s.up != nil && s.up.onDisconnect {
+		s.up.disconnect(c, code, reason)
+	}
 	s.metrics.disconnects.WithLabelValues(closeCodeLabel(code)).Inc()
 	if debug {
 		s.log.Debug("close", "id", c.id, "remote", c.remote, "code", code,
@@ -327,6 +351,8 @@ func closeCodeLabel(code int) string {
 		return "1008"
 	case websocket.CloseMessageTooBig:
 		return "1009"
+	case closeUpstreamError:
+		return "1011"
 	case closeServerRestart:
 		return "1012"
 	case closeAbnormal:

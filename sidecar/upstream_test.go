@@ -1,0 +1,476 @@
+package sidecar
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/wsgate/wsgate/config"
+)
+
+// recorded is one event as the backend received it.
+type recorded struct {
+	header http.Header
+	body   []byte
+}
+
+func (e recorded) event() string { return e.header.Get("Wsgate-Event") }
+
+// backend is a real HTTP server standing in for the application: it records
+// every event and answers it with answer (204 when answer is nil).
+type backend struct {
+	url    string // for upstream.url
+	events chan recorded
+}
+
+func newBackend(t *testing.T, unix bool, answer func(http.ResponseWriter, *http.Request, recorded)) *backend {
+	t.Helper()
+	b := &backend{events: make(chan recorded, 10000)}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		e := recorded{r.Header, body}
+		b.events <- e
+		if answer == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		answer(w, r, e)
+	}))
+	b.url = "http://" + srv.Listener.Addr().String() + "/events"
+	if unix {
+		path := filepath.Join(t.TempDir(), "app.sock")
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Listener.Close()
+		srv.Listener = l
+		b.url = "unix:" + path + ":/events"
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return b
+}
+
+// next returns the next event the backend received.
+func (b *backend) next(t *testing.T) recorded {
+	t.Helper()
+	select {
+	case e := <-b.events:
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend received no event")
+		return recorded{}
+	}
+}
+
+// upstreamServer is a test server sending events to b.
+func upstreamServer(t *testing.T, b *backend, mutate func(*config.Upstream)) *testServer {
+	t.Helper()
+	return newTestServer(t, func(c *config.Config) {
+		c.Upstream.URL = b.url
+		if mutate != nil {
+			mutate(&c.Upstream)
+		}
+	})
+}
+
+// connect, message and disconnect carry what UPSTREAM.md promises, over
+// TCP and over a unix socket; connect's reply body follows the welcome and
+// a message's reply goes back to its client.
+func TestUpstreamEvents(t *testing.T) {
+	for _, unix := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unix=%v", unix), func(t *testing.T) {
+			b := newBackend(t, unix, func(w http.ResponseWriter, r *http.Request, e recorded) {
+				switch e.event() {
+				case "connect":
+					io.WriteString(w, "hello")
+				case "message":
+					w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
+					w.Write(append([]byte("re:"), e.body...))
+				default:
+					w.WriteHeader(http.StatusNoContent)
+				}
+			})
+			ts := upstreamServer(t, b, nil)
+			c, welcome := ts.dial(t, http.Header{"Cookie": {"session=s3cret"}, "X-Other": {"not forwarded"}})
+			id := idFromURL(t, welcome)
+
+			e := b.next(t)
+			for k, want := range map[string]string{
+				"Wsgate-Event": "connect", "Wsgate-Id": id, "Wsgate-Push-Url": welcome, "Cookie": "session=s3cret", "X-Other": "",
+			} {
+				if got := e.header.Get(k); got != want {
+					t.Errorf("connect %s: %q, want %q", k, got, want)
+				}
+			}
+			if kind, msg := read(t, c); kind != websocket.TextMessage || string(msg) != "hello" {
+				t.Fatalf("after the welcome: %d %q, want connect's reply", kind, msg)
+			}
+
+			c.WriteMessage(websocket.TextMessage, []byte("t1"))
+			c.WriteMessage(websocket.BinaryMessage, []byte{0, 1, 2})
+			for _, want := range []struct {
+				ct   string
+				kind int
+				body string
+			}{{"text/plain; charset=utf-8", websocket.TextMessage, "t1"}, {"application/octet-stream", websocket.BinaryMessage, "\x00\x01\x02"}} {
+				e := b.next(t)
+				if e.event() != "message" || e.header.Get("Wsgate-Id") != id || e.header.Get("Wsgate-Push-Url") != welcome ||
+					e.header.Get("Content-Type") != want.ct || string(e.body) != want.body {
+					t.Fatalf("message event %v %q, want %s %q", e.header, e.body, want.ct, want.body)
+				}
+				if kind, msg := read(t, c); kind != want.kind || string(msg) != "re:"+want.body {
+					t.Fatalf("reply %d %q, want %d re:%q", kind, msg, want.kind, want.body)
+				}
+			}
+
+			c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye ✓ 100%"))
+			e = b.next(t)
+			reason, _ := url.PathUnescape(e.header.Get("Wsgate-Close-Reason"))
+			d, err := strconv.ParseFloat(e.header.Get("Wsgate-Duration"), 64)
+			if e.event() != "disconnect" || e.header.Get("Wsgate-Id") != id || e.header.Get("Wsgate-Close-Code") != "4000" ||
+				reason != "bye ✓ 100%" || err != nil || d < 0 {
+				t.Fatalf("disconnect event %v", e.header)
+			}
+			if got := metricValue(t, ts, "wsgate_upstream_messages_forwarded_total"); got != 2 {
+				t.Errorf("forwarded %v, want 2", got)
+			}
+		})
+	}
+}
+
+// A non-2xx reply to connect refuses the handshake with its status and
+// body; no client is made, so no disconnect follows.
+func TestUpstreamConnectRefused(t *testing.T) {
+	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"error":"no session"}`)
+	})
+	ts := upstreamServer(t, b, nil)
+	status, ct, body := refusedDial(t, ts)
+	if status != 403 || ct != "application/json" || body != `{"error":"no session"}` {
+		t.Fatalf("handshake: %d %q %q, want the backend's 403", status, ct, body)
+	}
+	if ts.Connections() != 0 || metricValue(t, ts, `wsgate_handshake_rejections_total{reason="upstream"}`) != 1 {
+		t.Fatal("refused handshake made a client or was not counted")
+	}
+	ts.shutdown(t)
+	if len(b.events) != 1 {
+		t.Fatalf("%d events after the connect, want none", len(b.events)-1)
+	}
+}
+
+// refusedDial dials, expects the handshake to be refused and returns the
+// status, content type and body.
+func refusedDial(t *testing.T, ts *testServer) (int, string, string) {
+	t.Helper()
+	d := websocket.Dialer{NetDial: func(_, _ string) (net.Conn, error) { return net.Dial("unix", ts.wsPath) }}
+	c, resp, err := d.Dial("ws://wsgate/ws", nil)
+	if err == nil {
+		c.Close()
+		t.Fatal("handshake accepted")
+	}
+	if resp == nil {
+		t.Fatalf("no response: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
+}
+
+// Unreachable or too slow: connect is refused with 502 or 504, or with
+// on_error = "allow" the client is accepted and a failed message dropped.
+func TestUpstreamDown(t *testing.T) {
+	down := &backend{url: "unix:" + filepath.Join(t.TempDir(), "nobody.sock") + ":/events"}
+	ts := upstreamServer(t, down, nil)
+	if status, _, _ := refusedDial(t, ts); status != 502 {
+		t.Fatalf("unreachable upstream: handshake %d, want 502", status)
+	}
+	if v := metricValue(t, ts, `wsgate_upstream_errors_total{event="connect",reason="unreachable"}`); v != 1 {
+		t.Fatalf("unreachable counted %v times", v)
+	}
+
+	release := make(chan struct{})
+	slow := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	t.Cleanup(func() { close(release) })
+	ts = upstreamServer(t, slow, func(u *config.Upstream) { u.Timeout = config.Duration(100 * time.Millisecond) })
+	if status, _, _ := refusedDial(t, ts); status != 504 {
+		t.Fatalf("slow upstream: handshake %d, want 504", status)
+	}
+	if v := metricValue(t, ts, `wsgate_upstream_errors_total{event="connect",reason="timeout"}`); v != 1 {
+		t.Fatalf("timeout counted %v times", v)
+	}
+
+	ts = upstreamServer(t, down, func(u *config.Upstream) { u.OnError = "allow" })
+	c, id := ts.connect(t)
+	c.WriteMessage(websocket.TextMessage, []byte("lost"))
+	eventually(t, "the message dropped", func() bool {
+		return metricValue(t, ts, `wsgate_upstream_messages_dropped_total{reason="upstream_error"}`) == 1
+	})
+	if s := ts.pushText(t, id, "still here"); s != 204 {
+		t.Fatalf("push after a failed message: %d", s)
+	}
+	if _, msg := read(t, c); string(msg) != "still here" {
+		t.Fatalf("got %q", msg)
+	}
+}
+
+// A message answered 5xx or not at all within upstream.timeout closes the
+// client with 1011, the code disconnect then reports; with on_error =
+// "allow" it only drops the message. A 4xx reply drops the message either
+// way.
+func TestUpstreamMessageFails(t *testing.T) {
+	for _, failure := range []string{"500", "timeout"} {
+		for _, policy := range []string{"refuse", "allow"} {
+			t.Run(failure+"/"+policy, func(t *testing.T) {
+				b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+					switch {
+					case e.event() != "message":
+						w.WriteHeader(http.StatusNoContent)
+					case string(e.body) == "bad":
+						http.Error(w, "bad message", http.StatusBadRequest)
+					case failure == "500":
+						http.Error(w, "broken", http.StatusInternalServerError)
+					default:
+						<-r.Context().Done()
+					}
+				})
+				ts := upstreamServer(t, b, func(u *config.Upstream) {
+					u.OnError = policy
+					u.Timeout = config.Duration(200 * time.Millisecond)
+				})
+				c, id := ts.connect(t)
+				b.next(t) // connect
+				c.WriteMessage(websocket.TextMessage, []byte("bad"))
+				eventually(t, "a refused message counted", func() bool {
+					return metricValue(t, ts, `wsgate_upstream_messages_dropped_total{reason="refused"}`) == 1
+				})
+				c.WriteMessage(websocket.TextMessage, []byte("fails"))
+				if policy == "allow" {
+					eventually(t, "the failed message counted", func() bool {
+						return metricValue(t, ts, `wsgate_upstream_messages_dropped_total{reason="upstream_error"}`) == 1
+					})
+					if s := ts.pushText(t, id, "still here"); s != 204 {
+						t.Fatalf("push after a failed message: %d", s)
+					}
+					return
+				}
+				if code := readClose(t, c); code != 1011 {
+					t.Fatalf("closed with %d, want 1011", code)
+				}
+				b.next(t) // bad
+				b.next(t) // fails
+				if e := b.next(t); e.event() != "disconnect" || e.header.Get("Wsgate-Close-Code") != "1011" {
+					t.Fatalf("event %s with code %s, want disconnect 1011", e.event(), e.header.Get("Wsgate-Close-Code"))
+				}
+			})
+		}
+	}
+}
+
+// Hundreds of messages from each of several clients, text and binary sent
+// as fast as possible, reach the backend in order per client through a few
+// concurrency slots, and every reply reaches its client in order. Then no
+// client holds a sender goroutine or a queued event.
+func TestUpstreamOrder(t *testing.T) {
+	const clients, msgs = 8, 300
+	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+		if e.event() == "message" {
+			w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
+			w.Write(e.body)
+		}
+	})
+	ts := upstreamServer(t, b, func(u *config.Upstream) { u.Concurrency = 3 })
+	conns := make([]*websocket.Conn, clients)
+	ids := map[string]int{}
+	for i := range conns {
+		var id string
+		conns[i], id = ts.connect(t)
+		ids[id] = i
+	}
+	payload := func(i, j int) (int, []byte) {
+		if j%2 == 1 {
+			return websocket.BinaryMessage, []byte{byte(i), byte(j), byte(j >> 8)}
+		}
+		return websocket.TextMessage, []byte(fmt.Sprintf("%d/%d", i, j))
+	}
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < msgs; j++ {
+				c.WriteMessage(payload(i, j))
+			}
+		}()
+	}
+	wg.Wait()
+	next := make([]int, clients)
+	for n := 0; n < clients*msgs; {
+		e := b.next(t)
+		if e.event() != "message" {
+			continue
+		}
+		i := ids[e.header.Get("Wsgate-Id")]
+		if _, want := payload(i, next[i]); !bytes.Equal(e.body, want) {
+			t.Fatalf("client %d: message %d is %q, want %q", i, next[i], e.body, want)
+		}
+		next[i]++
+		n++
+	}
+	for i, c := range conns {
+		for j := 0; j < msgs; j++ {
+			kind, msg := read(t, c)
+			if wantKind, want := payload(i, j); kind != wantKind || !bytes.Equal(msg, want) {
+				t.Fatalf("client %d reply %d: %d %q, want %d %q", i, j, kind, msg, wantKind, want)
+			}
+		}
+	}
+	for id := range ids {
+		c := ts.reg.get(id)
+		eventually(t, "idle outboxes", func() bool {
+			c.outbox.mu.Lock()
+			defer c.outbox.mu.Unlock()
+			return !c.outbox.sending && c.outbox.events == nil
+		})
+	}
+	if q := metricValue(t, ts, "wsgate_upstream_queue_events"); q != 0 {
+		t.Fatalf("%v events still queued", q)
+	}
+}
+
+// A backend that answers slowly (within upstream.timeout): once a client
+// has message_queue messages waiting, the sidecar stops reading from it, so
+// memory stays bounded, and nothing is lost: every message arrives, in
+// order, when the backend catches up.
+func TestUpstreamBackpressure(t *testing.T) {
+	const queue, sent = 4, 100
+	release := make(chan struct{})
+	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+		if e.event() == "message" {
+			<-release
+		}
+	})
+	released := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(released)
+	ts := upstreamServer(t, b, func(u *config.Upstream) {
+		u.MessageQueue = queue
+		u.Timeout = config.Duration(10 * time.Minute)
+	})
+	c, _ := ts.connect(t)
+	b.next(t) // connect
+	for j := 0; j < sent; j++ {
+		c.WriteMessage(websocket.TextMessage, []byte(strconv.Itoa(j)))
+	}
+	// One in flight, queue waiting, one in the reader's hands.
+	eventually(t, "the reader to stop", func() bool {
+		return metricValue(t, ts, "wsgate_client_messages_total") == queue+2
+	})
+	if q := metricValue(t, ts, "wsgate_upstream_queue_events"); q != queue {
+		t.Fatalf("%v events queued, want message_queue %d", q, queue)
+	}
+	released()
+	for j := 0; j < sent; j++ {
+		if e := b.next(t); string(e.body) != strconv.Itoa(j) {
+			t.Fatalf("message %d is %q", j, e.body)
+		}
+	}
+	if ts.Connections() != 1 {
+		t.Fatal("backpressure closed the client")
+	}
+}
+
+// A disconnect answered 5xx is retried, disconnectTries times at most.
+func TestUpstreamDisconnectRetries(t *testing.T) {
+	var mu sync.Mutex
+	fails := 0
+	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+		mu.Lock()
+		defer mu.Unlock()
+		if e.event() == "disconnect" {
+			fails++
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	ts := upstreamServer(t, b, nil)
+	c, id := ts.connect(t)
+	c.Close()
+	ts.shutdown(t) // waits for the disconnect's tries
+	n := 0
+	for len(b.events) > 0 {
+		if e := <-b.events; e.event() == "disconnect" && e.header.Get("Wsgate-Id") == id {
+			n++
+		}
+	}
+	if n != disconnectTries {
+		t.Fatalf("disconnect sent %d times, want %d", n, disconnectTries)
+	}
+	if v := counterValue(ts.up.m.errors.WithLabelValues("disconnect", "status")); v != disconnectTries {
+		t.Fatalf("counted %v failures", v)
+	}
+}
+
+// A backend that never answers disconnect does not hold shutdown past its
+// deadline: the request is canceled and counted.
+func TestUpstreamShutdownBounded(t *testing.T) {
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+		if e.event() == "disconnect" {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+			}
+		}
+	})
+	ts := newTestServer(t, func(c *config.Config) {
+		c.Upstream.URL = b.url
+		c.Upstream.Timeout = config.Duration(10 * time.Minute)
+		c.ShutdownTimeout = config.Duration(500 * time.Millisecond)
+	})
+	c, _ := ts.connect(t)
+	ts.shutdown(t)
+	c.Close()
+	if v := counterValue(ts.up.m.errors.WithLabelValues("disconnect", "canceled")); v != 1 {
+		t.Fatalf("canceled disconnects: %v, want 1", v)
+	}
+}
+
+// counterValue reads a counter directly, for after shutdown closed /metrics.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
+}
+
+func TestPercentEncode(t *testing.T) {
+	for in, want := range map[string]string{
+		"": "", "going away": "going away", "100%": "100%25", "ü\n": "%C3%BC%0A", "\x7f": "%7F",
+	} {
+		if got := percentEncode(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+		if back, err := url.PathUnescape(percentEncode(in)); err != nil || back != in {
+			t.Errorf("%q does not decode back: %q %v", in, back, err)
+		}
+	}
+}
