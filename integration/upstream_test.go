@@ -1,0 +1,311 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// appEvent is one request the application backend received.
+type appEvent struct {
+	header http.Header
+	body   []byte
+}
+
+func (e appEvent) event() string { return e.header.Get("Wsgate-Event") }
+
+// app is a real HTTP backend in the test process, on loopback TCP or on a
+// unix socket; it records every request and answers with answer.
+type app struct {
+	url    string // for upstream.url
+	events chan appEvent
+}
+
+func startApp(t *testing.T, unix bool, answer func(http.ResponseWriter, *http.Request, appEvent)) *app {
+	t.Helper()
+	a := &app{events: make(chan appEvent, 10000)}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		e := appEvent{r.Header, body}
+		e.header.Set("X-Test-Path", r.URL.Path)
+		a.events <- e
+		answer(w, r, e)
+	}))
+	a.url = "http://" + srv.Listener.Addr().String() + "/events"
+	if unix {
+		dir, err := os.MkdirTemp("", "wsgate-app-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		l, err := net.Listen("unix", filepath.Join(dir, "app.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Listener.Close()
+		srv.Listener = l
+		a.url = "unix:" + l.Addr().String() + ":/events"
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return a
+}
+
+// next returns the next request the backend received.
+func (a *app) next(t *testing.T) appEvent {
+	t.Helper()
+	select {
+	case e := <-a.events:
+		return e
+	case <-time.After(20 * time.Second):
+		t.Fatal("the backend received nothing")
+		return appEvent{}
+	}
+}
+
+// dialHeader opens a WebSocket with request headers; on a refused
+// handshake it returns the response's status and body.
+func dialHeader(t *testing.T, target string, h http.Header) (*websocket.Conn, string, int, string) {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 20 * time.Second}
+	c, resp, err := d.Dial(target, h)
+	if err != nil {
+		if resp == nil {
+			t.Fatalf("dial: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return nil, "", resp.StatusCode, string(body)
+	}
+	t.Cleanup(func() { c.Close() })
+	_, welcome := readMsg(t, c)
+	return c, string(welcome), 101, ""
+}
+
+// metric reads one sample from a sidecar's /metrics on its push port.
+func metric(t *testing.T, pushHost, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + pushHost + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// Through nginx, to a backend on TCP and on a unix socket: connect carries
+// the id, the push URLs and the cookie, and a 403 refuses the handshake
+// with its body; hundreds of text and binary messages sent at once arrive
+// in order and their replies reach the client; disconnect has the close
+// code.
+func TestUpstreamThroughNginx(t *testing.T) {
+	for _, unix := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unix=%v", unix), func(t *testing.T) {
+			a := startApp(t, unix, func(w http.ResponseWriter, r *http.Request, e appEvent) {
+				switch e.event() {
+				case "connect":
+					if e.header.Get("Cookie") != "session=ok" {
+						http.Error(w, "log in first", http.StatusForbidden)
+					}
+				case "message":
+					w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
+					w.Write(append([]byte("re:"), e.body...))
+				}
+			})
+			g := startUp(t, 2, "127.0.0.1", fmt.Sprintf("[upstream]\nurl = %q\n", a.url))
+
+			if _, _, status, body := dialHeader(t, g.clientWS, nil); status != 403 || body != "log in first\n" {
+				t.Fatalf("without the cookie: %d %q, want the backend's 403", status, body)
+			}
+			a.next(t)
+
+			c, welcome, status, _ := dialHeader(t, g.clientWS, http.Header{"Cookie": {"session=ok"}})
+			if status != 101 {
+				t.Fatalf("with the cookie: %d", status)
+			}
+			u, _ := url.Parse(firstURL(welcome))
+			id := u.User.Username()
+			e := a.next(t)
+			for k, want := range map[string]string{
+				"Wsgate-Event": "connect", "Wsgate-Id": id, "Wsgate-Push-Url": welcome,
+				"Cookie": "session=ok", "X-Forwarded-For": "127.0.0.1", "X-Test-Path": "/events",
+			} {
+				if got := e.header.Get(k); got != want {
+					t.Errorf("connect %s = %q, want %q", k, got, want)
+				}
+			}
+
+			const n = 300
+			msg := func(j int) (int, []byte) {
+				if j%3 == 2 {
+					return websocket.BinaryMessage, []byte{0xff, byte(j), byte(j >> 8)}
+				}
+				return websocket.TextMessage, []byte("m" + strconv.Itoa(j))
+			}
+			for j := 0; j < n; j++ {
+				if err := c.WriteMessage(msg(j)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for j := 0; j < n; j++ {
+				kind, want := msg(j)
+				e := a.next(t)
+				ct := map[int]string{websocket.TextMessage: "text/plain; charset=utf-8", websocket.BinaryMessage: "application/octet-stream"}[kind]
+				if e.event() != "message" || e.header.Get("Wsgate-Id") != id || e.header.Get("Content-Type") != ct || !bytes.Equal(e.body, want) {
+					t.Fatalf("message %d: %s %q %q, want %s %q", j, e.event(), e.header.Get("Content-Type"), e.body, ct, want)
+				}
+			}
+			for j := 0; j < n; j++ {
+				wantKind, want := msg(j)
+				if kind, got := readMsg(t, c); kind != wantKind || !bytes.Equal(got, append([]byte("re:"), want...)) {
+					t.Fatalf("reply %d: %d %q", j, kind, got)
+				}
+			}
+
+			c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4001, "done"))
+			e = a.next(t)
+			if e.event() != "disconnect" || e.header.Get("Wsgate-Id") != id || e.header.Get("Wsgate-Close-Code") != "4001" || e.header.Get("Wsgate-Close-Reason") != "done" {
+				t.Fatalf("disconnect: %v", e.header)
+			}
+		})
+	}
+}
+
+// A backend that is down refuses handshakes with 502; one that answers
+// messages with 500 gets its clients closed with 1011; one that is slow
+// makes the sidecar stop reading from the client at upstream.message_queue
+// (memory stays bounded) and then receives everything in order.
+func TestUpstreamFailuresThroughNginx(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String() + "/events"
+	l.Close()
+
+	var mu sync.Mutex
+	mode := "ok"
+	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce)
+	a := startApp(t, false, func(w http.ResponseWriter, r *http.Request, e appEvent) {
+		mu.Lock()
+		m := mode
+		mu.Unlock()
+		switch {
+		case e.event() != "message":
+		case m == "500":
+			http.Error(w, "broken", http.StatusInternalServerError)
+		case m == "slow":
+			<-release
+		}
+	})
+	setMode := func(m string) {
+		mu.Lock()
+		mode = m
+		mu.Unlock()
+	}
+
+	t.Run("down", func(t *testing.T) {
+		g := startUp(t, 1, "127.0.0.1", fmt.Sprintf("[upstream]\nurl = %q\n", dead))
+		if _, _, status, _ := dialHeader(t, g.clientWS, nil); status != 502 {
+			t.Fatalf("backend down: handshake %d, want 502", status)
+		}
+		push := "127.0.0.1:" + strconv.Itoa(g.portBase)
+		if v := metric(t, push, `wsgate_upstream_errors_total{event="connect",reason="unreachable"}`); v != 1 {
+			t.Fatalf("unreachable counted %v times", v)
+		}
+	})
+
+	const queue = 4
+	g := startUp(t, 1, "127.0.0.1", fmt.Sprintf("[upstream]\nurl = %q\nmessage_queue = %d\ntimeout = \"10m\"\n", a.url, queue))
+	push := "127.0.0.1:" + strconv.Itoa(g.portBase)
+
+	t.Run("500", func(t *testing.T) {
+		setMode("500")
+		c, _, _, _ := dialHeader(t, g.clientWS, nil)
+		c.WriteMessage(websocket.TextMessage, []byte("x"))
+		if code := closeCode(t, c); code != 1011 {
+			t.Fatalf("closed with %d, want 1011", code)
+		}
+		for e := a.next(t); e.event() != "disconnect"; e = a.next(t) {
+		}
+	})
+
+	t.Run("slow", func(t *testing.T) {
+		setMode("slow")
+		c, _, _, _ := dialHeader(t, g.clientWS, nil)
+		a.next(t) // connect
+		const sent = 200
+		base := metric(t, push, "wsgate_client_messages_total")
+		for j := 0; j < sent; j++ {
+			if err := c.WriteMessage(websocket.TextMessage, []byte(strconv.Itoa(j))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// One in flight, queue waiting, one in the reader's hands; the
+		// rest waits in socket buffers.
+		waitFor(t, 20*time.Second, "the reader to stop", func() bool {
+			return metric(t, push, "wsgate_client_messages_total") == base+queue+2
+		})
+		if v := metric(t, push, "wsgate_upstream_queue_events"); v != queue {
+			t.Fatalf("%v events queued, want message_queue %d", v, queue)
+		}
+		releaseOnce()
+		for j := 0; j < sent; j++ {
+			if e := a.next(t); string(e.body) != strconv.Itoa(j) {
+				t.Fatalf("message %d is %q", j, e.body)
+			}
+		}
+	})
+}
+
+// auth.url: nginx's auth_request refuses a handshake without the cookie
+// (401 from the auth backend) and lets it through with it.
+func TestAuthRequestThroughNginx(t *testing.T) {
+	auth := startApp(t, false, func(w http.ResponseWriter, r *http.Request, e appEvent) {
+		if e.header.Get("Cookie") != "session=ok" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	authURL := strings.TrimSuffix(auth.url, "/events") + "/auth"
+	g := startUp(t, 2, "127.0.0.1", fmt.Sprintf("[auth]\nurl = %q\n", authURL))
+
+	if _, _, status, _ := dialHeader(t, g.clientWS, nil); status != 401 {
+		t.Fatalf("without the cookie: %d, want 401", status)
+	}
+	e := auth.next(t)
+	if e.header.Get("X-Test-Path") != "/auth" || e.header.Get("X-Original-Uri") != "/ws" || len(e.body) != 0 {
+		t.Fatalf("auth subrequest: %v %q", e.header, e.body)
+	}
+	c, welcome, status, _ := dialHeader(t, g.clientWS, http.Header{"Cookie": {"session=ok"}})
+	if status != 101 || !strings.HasPrefix(welcome, "http://") {
+		t.Fatalf("with the cookie: %d %q", status, welcome)
+	}
+	if s, _ := post(t, httpClient(""), firstURL(welcome), "", []byte("in")); s != 204 {
+		t.Fatalf("push: %d", s)
+	}
+	if _, msg := readMsg(t, c); string(msg) != "in" {
+		t.Fatalf("got %q", msg)
+	}
+}
