@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -308,4 +309,59 @@ func TestAuthRequestThroughNginx(t *testing.T) {
 	if _, msg := readMsg(t, c); string(msg) != "in" {
 		t.Fatalf("got %q", msg)
 	}
+}
+
+// UPSTREAM.md's example backend, as written, behind `wsgate up`.
+func TestUpstreamExampleBackend(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 is not installed")
+	}
+	doc, err := os.ReadFile("../UPSTREAM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, code, _ := strings.Cut(string(doc), "```python\n")
+	code, _, _ = strings.Cut(code, "```")
+	script := filepath.Join(t.TempDir(), "backend.py")
+	if err := os.WriteFile(script, []byte(code), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePorts(t, "127.0.0.1", 1)
+	backend := exec.Command(python, script, strconv.Itoa(port))
+	stderr := &syncBuffer{}
+	backend.Stderr = stderr
+	if err := backend.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		backend.Process.Kill()
+		backend.Wait()
+	})
+	waitFor(t, 20*time.Second, "the example backend", func() bool {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	g := startUp(t, 1, "127.0.0.1", fmt.Sprintf("[upstream]\nurl = \"http://127.0.0.1:%d/events\"\n", port))
+
+	if _, _, status, body := dialHeader(t, g.clientWS, nil); status != 403 || body != "log in first\n" {
+		t.Fatalf("without a session: %d %q", status, body)
+	}
+	c, welcome, _, _ := dialHeader(t, g.clientWS, http.Header{"Cookie": {"session=1"}})
+	c.WriteMessage(websocket.TextMessage, []byte("hi"))
+	c.WriteMessage(websocket.BinaryMessage, []byte{0, 1})
+	if kind, msg := readMsg(t, c); kind != websocket.TextMessage || string(msg) != "echo: hi" {
+		t.Fatalf("reply %d %q", kind, msg)
+	}
+	if kind, msg := readMsg(t, c); kind != websocket.BinaryMessage || string(msg) != "echo: \x00\x01" {
+		t.Fatalf("reply %d %q", kind, msg)
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))
+	u, _ := url.Parse(firstURL(welcome))
+	waitFor(t, 20*time.Second, "the disconnect logged", func() bool {
+		return strings.Contains(stderr.String(), u.User.Username()+" left: 1000")
+	})
 }

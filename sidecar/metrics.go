@@ -54,7 +54,7 @@ func newMetrics(connections func() float64) *metrics {
 	m.handshakeRejects = vec("handshake_rejections_total", "WebSocket handshakes refused, by reason.", "reason")
 	m.messagesIn = counter("client_messages_total", "Messages received from clients.")
 	m.bytesIn = counter("client_message_bytes_total", "Bytes of messages received from clients.")
-	m.discarded = counter("client_messages_discarded_total", "Client messages discarded because no upstream is configured.")
+	m.discarded = counter("client_messages_discarded_total", "Client messages discarded because no upstream (or no \"message\" event) is configured.")
 	m.messagesOut = counter("messages_sent_total", "Messages written to clients (welcome excluded).")
 	m.bytesOut = counter("message_sent_bytes_total", "Bytes of messages written to clients.")
 	m.pushes = vec("pushes_total", "Push API requests, by HTTP status.", "code")

@@ -184,7 +184,10 @@ func (u *upstream) connect(w http.ResponseWriter, r *http.Request, id string) (g
 			h[http.CanonicalHeaderKey(name)] = v
 		}
 	}
-	rep, err := u.send(r.Context(), config.EventConnect, h, nil, max(maxRefusalBody, u.srv.maxBody))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(u.ctx, cancel)() // the shutdown deadline ends it too
+	rep, err := u.send(ctx, config.EventConnect, h, nil, max(maxRefusalBody, u.srv.maxBody))
 	switch {
 	case err != nil && u.allow:
 		return nil, true
