@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,14 +293,25 @@ func TestUpstreamMessageFails(t *testing.T) {
 // concurrency slots, and every reply reaches its client in order. Then no
 // client holds a sender goroutine or a queued event.
 func TestUpstreamOrder(t *testing.T) {
-	const clients, msgs = 8, 300
+	const clients, msgs, slots = 8, 300, 3
+	var inFlight, most atomic.Int32
 	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		// Linger until the slots are taken (bounded: the last client's
+		// last messages have no company), so that an unlimited sidecar
+		// would pile up more.
+		for i := 0; i < 100 && inFlight.Load() < slots; i++ {
+			time.Sleep(100 * time.Microsecond)
+		}
 		if e.event() == "message" {
 			w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
 			w.Write(e.body)
 		}
 	})
-	ts := upstreamServer(t, b, func(u *config.Upstream) { u.Concurrency = 3 })
+	ts := upstreamServer(t, b, func(u *config.Upstream) { u.Concurrency = slots })
 	conns := make([]*websocket.Conn, clients)
 	ids := map[string]int{}
 	for i := range conns {
@@ -355,6 +367,57 @@ func TestUpstreamOrder(t *testing.T) {
 	}
 	if q := metricValue(t, ts, "wsgate_upstream_queue_events"); q != 0 {
 		t.Fatalf("%v events still queued", q)
+	}
+	if m := most.Load(); m > slots {
+		t.Fatalf("%d requests in flight at once, over concurrency %d", m, slots)
+	}
+}
+
+// Only the events listed in upstream.events are sent; without "message",
+// client messages are discarded and counted as without an upstream.
+func TestUpstreamEventsSubset(t *testing.T) {
+	b := newBackend(t, false, nil)
+	ts := upstreamServer(t, b, func(u *config.Upstream) { u.Events = []string{"disconnect"} })
+	c, id := ts.connect(t)
+	c.WriteMessage(websocket.TextMessage, []byte("ignored"))
+	eventually(t, "the message discarded", func() bool {
+		return metricValue(t, ts, "wsgate_client_messages_discarded_total") == 1
+	})
+	c.Close()
+	if e := b.next(t); e.event() != "disconnect" || e.header.Get("Wsgate-Id") != id {
+		t.Fatalf("first event: %s, want the disconnect", e.event())
+	}
+}
+
+// A reply that cannot be a frame (text that is not UTF-8, or over
+// push.max_body) is counted and not sent; the client stays.
+func TestUpstreamBadReply(t *testing.T) {
+	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+		switch string(e.body) {
+		case "latin1":
+			w.Write([]byte{0xe9})
+		case "big":
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Write(make([]byte, 1025))
+		case "ok":
+			io.WriteString(w, "fine")
+		}
+	})
+	ts := newTestServer(t, func(c *config.Config) {
+		c.Upstream.URL = b.url
+		c.Push.MaxBody = 1024
+		c.Push.MaxBatch = 1024
+		c.WebSocket.SendQueueBytes = 1024
+	})
+	c, _ := ts.connect(t)
+	for _, m := range []string{"latin1", "big", "ok"} {
+		c.WriteMessage(websocket.TextMessage, []byte(m))
+	}
+	if _, msg := read(t, c); string(msg) != "fine" {
+		t.Fatalf("got %q, want only the good reply", msg)
+	}
+	if v := metricValue(t, ts, `wsgate_upstream_errors_total{event="message",reason="bad_reply"}`); v != 2 {
+		t.Fatalf("bad replies counted %v, want 2", v)
 	}
 }
 
