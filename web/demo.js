@@ -61,7 +61,7 @@ gw.addEventListener("message", (e) => {
 gw.addEventListener("close", (e) => {
   const { code, reason, delay } = e.detail;
   const next = delay === null ? "not reconnecting" : `reconnecting in ${Math.round(delay)} ms`;
-  log("close", `${code}${reason ? " " + reason : ""}: ${next}`, "event");
+  log("close", `${code}${reason ? ` (${reason})` : ""}: ${next}`, "event");
 });
 
 $("reconnect").addEventListener("click", () => gw.connect());
