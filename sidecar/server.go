@@ -38,6 +38,7 @@ type Server struct {
 	upgrader websocket.Upgrader
 	metrics  *metrics
 	epoch    time.Time
+	version  string
 
 	// From cfg, for the hot paths.
 	location     string
@@ -55,8 +56,15 @@ type Server struct {
 	stopping atomic.Bool
 }
 
+// Option sets what a Server reports about itself.
+type Option func(*Server)
+
+// WithVersion sets the version /status and wsgate_build_info report
+// (default "dev").
+func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
+
 // New returns the server for instance of a validated configuration.
-func New(c *config.Config, instance int, log *slog.Logger) *Server {
+func New(c *config.Config, instance int, log *slog.Logger, opts ...Option) *Server {
 	s := &Server{
 		cfg:          c,
 		instance:     instance,
@@ -64,6 +72,7 @@ func New(c *config.Config, instance int, log *slog.Logger) *Server {
 		reg:          newRegistry(),
 		welcome:      newWelcomer(c, instance),
 		epoch:        time.Now(),
+		version:      "dev",
 		location:     c.Location,
 		maxBody:      int64(c.Push.MaxBody),
 		maxBatch:     int64(c.Push.MaxBatch),
@@ -75,7 +84,10 @@ func New(c *config.Config, instance int, log *slog.Logger) *Server {
 		idleTimeout:  c.WebSocket.IdleTimeout.D(),
 		writeTimeout: c.WebSocket.WriteTimeout.D(),
 	}
-	s.metrics = newMetrics(func() float64 { return float64(s.reg.len()) })
+	for _, o := range opts {
+		o(s)
+	}
+	s.metrics = newMetrics(s.version, func() float64 { return float64(s.reg.len()) })
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: s.writeTimeout,
 		ReadBufferSize:   readBufferSize,
