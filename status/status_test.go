@@ -168,4 +168,3 @@ func TestNginxURL(t *testing.T) {
 		}
 	}
 }
-
