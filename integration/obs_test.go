@@ -311,7 +311,7 @@ func TestLogLevelFlagAndSIGUSR1(t *testing.T) {
 
 	syscall.Kill(cmd.Process.Pid, syscall.SIGUSR1)
 	waitFor(t, 10*time.Second, "debug on", func() bool {
-		return strings.Contains(out.String(), `msg="log level changed" log_level=DEBUG`)
+		return strings.Contains(out.String(), `msg="log level changed" instance=1 log_level=DEBUG`)
 	})
 	loud := dial()
 	waitFor(t, 10*time.Second, "the connect line", func() bool {
@@ -319,7 +319,7 @@ func TestLogLevelFlagAndSIGUSR1(t *testing.T) {
 	})
 	syscall.Kill(cmd.Process.Pid, syscall.SIGUSR1)
 	waitFor(t, 10*time.Second, "debug off", func() bool {
-		return strings.Contains(out.String(), `msg="log level changed" log_level=INFO`)
+		return strings.Contains(out.String(), `msg="log level changed" instance=1 log_level=INFO`)
 	})
 	if strings.Contains(out.String(), quiet) {
 		t.Errorf("a client connected at info level was logged:\n%s", out)

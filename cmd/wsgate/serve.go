@@ -51,7 +51,7 @@ func runServe(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go toggleDebugOnSIGUSR1(ctx, log, levelVar)
+	go toggleDebugOnSIGUSR1(ctx, log.With("instance", *instance), levelVar)
 	go func() {
 		<-ctx.Done()
 		daemon.SdNotify(false, daemon.SdNotifyStopping)
