@@ -81,6 +81,7 @@ func nginxTest(t *testing.T, bin string, c config.Config, cred *syscall.Credenti
 		}
 		o = Options{StateDir: dir}
 	}
+	o.WebRoot = filepath.Join(dir, "www") // as up sets it; TestLive runs without
 	conf, err := Standalone(&c, o)
 	if err != nil {
 		t.Fatal(err)

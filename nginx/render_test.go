@@ -160,6 +160,25 @@ func TestStandalone(t *testing.T) {
 	if strings.Contains(s, "user ") || !hasDirective(s, "worker_processes auto;") {
 		t.Errorf("want no user directive and worker_processes auto:\n%s", s)
 	}
+	if strings.Contains(s, "root ") {
+		t.Errorf("no web root given, but a root directive:\n%s", s)
+	}
+
+	s, err = Standalone(&c, Options{StateDir: "/tmp/x", WebRoot: "/tmp/x/www"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{
+		"location = / {", "try_files /index.html =404;", "location = /wsgate.js {", "location = /demo.js {",
+		"root /tmp/x/www;", "types { text/javascript js; }", "location /ws {",
+	} {
+		if !hasDirective(s, d) {
+			t.Errorf("with a web root: missing %q", d)
+		}
+	}
+	if strings.Contains(s, "return 200") {
+		t.Errorf("with a web root: still the text page:\n%s", s)
+	}
 }
 
 // TestRejects checks that nothing unvalidated or unsafe reaches nginx.conf,
@@ -186,6 +205,8 @@ func TestRejects(t *testing.T) {
 		{StateDir: "/tmp/a b"},
 		{StateDir: "/tmp/x", User: "root;daemon on"},
 		{StateDir: "/tmp/x", User: "www-data", Group: "a b"},
+		{StateDir: "/tmp/x", WebRoot: "www"},
+		{StateDir: "/tmp/x", WebRoot: "/tmp/x/w w"},
 	} {
 		if s, err := Standalone(&c, o); err == nil {
 			t.Errorf("%+v: rendered:\n%s", o, s)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/web"
 )
 
 // Options are the parts of a standalone nginx.conf that come from the
@@ -22,6 +23,9 @@ type Options struct {
 	// Group is the workers' group; empty lets nginx take the group named
 	// like User.
 	Group string
+	// WebRoot is an absolute directory holding the demo page (package
+	// web) to serve at "/"; empty serves a one-line text page instead.
+	WebRoot string
 }
 
 // DefaultOptions are the Options for running nginx as the current user:
@@ -59,15 +63,20 @@ type standalone struct {
 	Listen            []string
 	Location          string
 	HTTP, Loc         string
+	Scripts           []string // served from WebRoot
 }
 
 // Standalone renders a complete nginx.conf that runs in the foreground with
 // everything it writes under o.StateDir: the HTTP snippet, and one server on
-// every c.Listen address with the Location snippet and a one-line text page
-// at "/". Test it with `nginx -t -p STATEDIR -c FILE`.
+// every c.Listen address with the Location snippet and, at "/", the demo
+// page in o.WebRoot or a one-line text page. Test it with
+// `nginx -t -p STATEDIR -c FILE`.
 func Standalone(c *config.Config, o Options) (string, error) {
 	if !filepath.IsAbs(o.StateDir) {
 		return "", fmt.Errorf("nginx: state directory %q is not an absolute path", o.StateDir)
+	}
+	if o.WebRoot != "" && !filepath.IsAbs(o.WebRoot) {
+		return "", fmt.Errorf("nginx: web root %q is not an absolute path", o.WebRoot)
 	}
 	h, err := HTTP(c)
 	if err != nil {
@@ -87,6 +96,7 @@ func Standalone(c *config.Config, o Options) (string, error) {
 		Location:     c.Location,
 		HTTP:         h,
 		Loc:          l,
+		Scripts:      web.Scripts,
 	}
 	if n := c.Nginx.WorkerProcesses; n > 0 {
 		s.WorkerProcesses = fmt.Sprint(n)

@@ -25,13 +25,15 @@ import (
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/nginx"
 	"github.com/wsgate/wsgate/sidecar"
+	"github.com/wsgate/wsgate/web"
 )
 
 // Options are what `wsgate up` takes besides the configuration.
 type Options struct {
 	// Binary is the wsgate executable the sidecars run.
 	Binary string
-	// StateDir holds the rendered configs, nginx's pid, logs and temp files.
+	// StateDir holds the rendered configs, the demo page (www/), nginx's
+	// pid, logs and temp files.
 	StateDir string
 	// Out receives the banner with the client URL and a push example.
 	Out io.Writer
@@ -71,8 +73,13 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 	if err := writeConfig(cfgPath, c); err != nil {
 		return err
 	}
+	no := nginx.DefaultOptions(o.StateDir)
+	no.WebRoot = filepath.Join(o.StateDir, "www")
+	if err := web.Write(no.WebRoot, web.Page{Location: c.Location, Upstream: c.Upstream.URL != ""}); err != nil {
+		return err
+	}
 	nginxConf := filepath.Join(o.StateDir, "nginx.conf")
-	conf, err := nginx.Standalone(c, nginx.DefaultOptions(o.StateDir))
+	conf, err := nginx.Standalone(c, no)
 	if err != nil {
 		return err
 	}
@@ -236,12 +243,13 @@ func banner(w io.Writer, c *config.Config, n int) {
 	host := c.Listen[0]
 	pushHost := c.AdvertiseHosts()[0]
 	fmt.Fprintf(w, `wsgate is up: %d sidecars behind nginx.
+  Demo page: http://%s/
   WebSocket clients: ws://%s%s
   Each client's first message is its push URL, http://ID@%s:%d%s (one push port per sidecar:
   %d..%d). Push to it:
     curl -d 'hello' http://ID@%s:%d%s
   Metrics of sidecar 1: curl http://%s:%d/metrics
 Stop with Ctrl-C.
-`, n, host, c.Location, pushHost, c.PushPort(1), c.Location, c.PushPort(1), c.PushPort(n),
+`, n, host, host, c.Location, pushHost, c.PushPort(1), c.Location, c.PushPort(1), c.PushPort(n),
 		pushHost, c.PushPort(1), c.Location, pushHost, c.PushPort(1))
 }

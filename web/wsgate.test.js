@@ -1,0 +1,58 @@
+// Unit tests of wsgate.js, run by `node --test` (web_test.go runs them in go test).
+import test from "node:test";
+import assert from "node:assert/strict";
+import { parseWelcome, reconnectDelay, defaults } from "./wsgate.js";
+
+const id = "q1ZfG3LmN0pS8tUvW-xY_z";
+
+test("urls welcome: one URL", () => {
+  assert.deepEqual(parseWelcome(`http://${id}@127.0.0.1:48775/ws`), {
+    id,
+    pushUrls: [`http://${id}@127.0.0.1:48775/ws`],
+  });
+});
+
+test("urls welcome: several hosts, IPv6 in brackets", () => {
+  const urls = [`http://${id}@10.0.0.1:48776/ws`, `http://${id}@[::1]:48776/ws`];
+  assert.deepEqual(parseWelcome(urls.join(",")), { id, pushUrls: urls });
+});
+
+test("json welcome", () => {
+  const push = [`http://${id}@[::1]:48775/events`, `http://${id}@127.0.0.1:48775/events`];
+  assert.deepEqual(parseWelcome(JSON.stringify({ id, push })), { id, pushUrls: push });
+});
+
+test("not a welcome", () => {
+  for (const bad of ["", "hello", "http://127.0.0.1:48775/ws", "{}", '{"id":"x","push":"http://x@h/ws"}',
+    '{"id":"","push":["http://x@h:1/ws"]}', '{"id":"x","push":["not a url"]}', "{not json"]) {
+    assert.throws(() => parseWelcome(bad), undefined, bad);
+  }
+});
+
+test("1000 never reconnects", () => {
+  for (const attempt of [0, 1, 5]) assert.equal(reconnectDelay(1000, attempt), null);
+});
+
+test("1012 retries after restartDelay, then backs off", () => {
+  assert.equal(reconnectDelay(1012, 0, defaults, () => 1), defaults.restartDelay);
+  assert.equal(reconnectDelay(1012, 0, defaults, () => 0), defaults.restartDelay / 2);
+  assert.equal(reconnectDelay(1012, 1, defaults, () => 1), 2 * defaults.minDelay);
+});
+
+test("exponential backoff from minDelay, capped at maxDelay, for every other code", () => {
+  const o = { minDelay: 100, maxDelay: 1000 };
+  for (const code of [1001, 1006, 1008, 1009, 1011, 4000]) {
+    const top = [0, 1, 2, 3, 4, 10].map((a) => reconnectDelay(code, a, o, () => 1));
+    assert.deepEqual(top, [100, 200, 400, 800, 1000, 1000], `code ${code}`);
+  }
+});
+
+test("jitter spreads each delay over [d/2, d]", () => {
+  const o = { minDelay: 1000, maxDelay: 30000 };
+  assert.equal(reconnectDelay(1006, 2, o, () => 0), 2000);
+  assert.equal(reconnectDelay(1006, 2, o, () => 0.5), 3000);
+  for (let i = 0; i < 1000; i++) {
+    const d = reconnectDelay(1001, 3, o);
+    assert.ok(d >= 4000 && d <= 8000, `${d}`);
+  }
+});
