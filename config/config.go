@@ -183,6 +183,8 @@ var (
 	typeErrRE  = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]+)"\): (.*)$`)
 	locationRE = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)+$`)
 	hostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
+	// reservedPaths are served on the push ports besides the push API.
+	reservedPaths = map[string]bool{"/metrics": true, "/status": true, "/nginx_status": true}
 )
 
 func (c *Config) validate(e *fieldErrors) {
@@ -196,6 +198,8 @@ func (c *Config) validate(e *fieldErrors) {
 	}
 	if !locationRE.MatchString(c.Location) || strings.Contains(c.Location+"/", "/./") || strings.Contains(c.Location+"/", "/../") {
 		e.add("location", "%q must be a path such as \"/ws\" (letters, digits, ._~- segments, no trailing slash)", c.Location)
+	} else if reservedPaths[c.Location] {
+		e.add("location", "%q is reserved on the push ports (/metrics, /status, /nginx_status)", c.Location)
 	}
 	if len(c.Listen) == 0 {
 		e.add("listen", "needs at least one host:port")

@@ -107,6 +107,15 @@ func TestLive(t *testing.T) {
 			}
 		}
 	})
+	t.Run("stub_status", func(t *testing.T) {
+		url := fmt.Sprintf("http://127.0.0.1:%d/nginx_status", c.PushPort(1))
+		if code, body := do(t, "GET", url, "", nil); code != 200 || !strings.HasPrefix(body, "Active connections: ") {
+			t.Errorf("GET %s = %d %q, want nginx's stub_status", url, code, body)
+		}
+		if code, body := do(t, "GET", base+"/nginx_status", "", nil); code != 404 || strings.Contains(body, "Active connections") {
+			t.Errorf("stub_status on the client listener: %d %q", code, body)
+		}
+	})
 	t.Run("sidecar down", func(t *testing.T) {
 		push2 := fmt.Sprintf("http://127.0.0.1:%d/ws", c.PushPort(2))
 		want := `{"error":"wsgate instance 2 is not answering"}` + "\n"

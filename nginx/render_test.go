@@ -103,6 +103,9 @@ func TestPushServers(t *testing.T) {
 						t.Errorf("push server %d lacks %q", i, d)
 					}
 				}
+				if got := strings.Contains(s, "location = /nginx_status {\n        stub_status;\n    }"); got != (i == 1) {
+					t.Errorf("push server %d has stub_status: %v, want it on instance 1 only", i, got)
+				}
 			}
 		})
 	}

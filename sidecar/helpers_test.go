@@ -27,7 +27,7 @@ type testServer struct {
 	done             chan error
 }
 
-func newTestServer(t testing.TB, mutate func(*config.Config)) *testServer {
+func newTestServer(t testing.TB, mutate func(*config.Config), opts ...Option) *testServer {
 	t.Helper()
 	cfg := config.Default()
 	cfg.RuntimeDir = t.TempDir()
@@ -52,7 +52,7 @@ func newTestServer(t testing.TB, mutate func(*config.Config)) *testServer {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ts.Server = New(&cfg, 1, log)
+	ts.Server = New(&cfg, 1, log, opts...)
 	var ctx context.Context
 	ctx, ts.stop = context.WithCancel(context.Background())
 	go func() { ts.done <- ts.Serve(ctx, ws, push) }()

@@ -12,7 +12,8 @@ import (
 // metrics are one instance's Prometheus metrics. Each Server has its own
 // registry, so several servers can run in one process (as in tests).
 type metrics struct {
-	reg *prometheus.Registry
+	reg     *prometheus.Registry
+	handler http.Handler // serves reg
 
 	connects         prometheus.Counter
 	disconnects      *prometheus.CounterVec // by close code
@@ -28,9 +29,10 @@ type metrics struct {
 	queued           prometheus.Gauge
 	drops            *prometheus.CounterVec // by reason
 	slowCloses       prometheus.Counter
+	// The upstream's metrics are upstreamMetrics, below.
 }
 
-func newMetrics(connections func() float64) *metrics {
+func newMetrics(version string, connections func() float64) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	counter := func(name, help string) prometheus.Counter {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: "wsgate_" + name, Help: help})
@@ -48,6 +50,10 @@ func newMetrics(connections func() float64) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "wsgate_connections", Help: "WebSocket clients connected now.",
 		}, connections),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "wsgate_build_info", Help: "Always 1; the version label is the running wsgate's.",
+			ConstLabels: prometheus.Labels{"version": version},
+		}, func() float64 { return 1 }),
 	)
 	m.connects = counter("connects_total", "WebSocket clients accepted (welcome sent).")
 	m.disconnects = vec("disconnects_total", "WebSocket clients gone, by close code (1006: no close frame).", "code")
@@ -57,7 +63,7 @@ func newMetrics(connections func() float64) *metrics {
 	m.discarded = counter("client_messages_discarded_total", "Client messages discarded because no upstream (or no \"message\" event) is configured.")
 	m.messagesOut = counter("messages_sent_total", "Messages written to clients (welcome excluded).")
 	m.bytesOut = counter("message_sent_bytes_total", "Bytes of messages written to clients.")
-	m.pushes = vec("pushes_total", "Push API requests, by HTTP status.", "code")
+	m.pushes = vec("pushes_total", "Push API requests (POST, DELETE) and batch lines, by HTTP status.", "code")
 	m.pushed204 = m.pushes.WithLabelValues("204")
 	m.pushLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "wsgate_push_latency_seconds",
@@ -71,6 +77,7 @@ func newMetrics(connections func() float64) *metrics {
 	m.reg.MustRegister(m.queued)
 	m.drops = vec("push_drops_total", "Pushes refused with 503, by reason.", "reason")
 	m.slowCloses = counter("slow_client_closes_total", "Clients closed because their send queue was full.")
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m
 }
 
@@ -82,8 +89,11 @@ func (m *metrics) pushed(code int) {
 	m.pushes.WithLabelValues(strconv.Itoa(code)).Inc()
 }
 
-func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+// serveMetrics answers GET /metrics in the Prometheus text format.
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	if readOnly(w, r) {
+		s.metrics.handler.ServeHTTP(w, r)
+	}
 }
 
 // upstreamMetrics are the upstream's metrics, registered only when

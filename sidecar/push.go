@@ -98,12 +98,15 @@ func readPushBody(r *http.Request, kind int, max int64) ([]byte, *pushError) {
 }
 
 // servePush is the push socket's handler: the push API at location, the
-// batch API at location/batch, and /metrics.
+// batch API at location/batch, /metrics and /status.
 func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
 	arrived := s.now()
 	switch r.URL.Path {
 	case "/metrics":
-		s.metrics.handler().ServeHTTP(w, r)
+		s.serveMetrics(w, r)
+		return
+	case "/status":
+		s.serveStatus(w, r)
 		return
 	case s.location + "/batch":
 		s.serveBatch(w, r, arrived)

@@ -39,6 +39,7 @@ type Server struct {
 	metrics  *metrics
 	up       *upstream // nil without upstream.url
 	epoch    time.Time
+	version  string
 
 	// From cfg, for the hot paths.
 	location     string
@@ -56,8 +57,15 @@ type Server struct {
 	stopping atomic.Bool
 }
 
+// Option sets what a Server reports about itself.
+type Option func(*Server)
+
+// WithVersion sets the version /status and wsgate_build_info report
+// (default "dev").
+func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
+
 // New returns the server for instance of a validated configuration.
-func New(c *config.Config, instance int, log *slog.Logger) *Server {
+func New(c *config.Config, instance int, log *slog.Logger, opts ...Option) *Server {
 	s := &Server{
 		cfg:          c,
 		instance:     instance,
@@ -65,6 +73,7 @@ func New(c *config.Config, instance int, log *slog.Logger) *Server {
 		reg:          newRegistry(),
 		welcome:      newWelcomer(c, instance),
 		epoch:        time.Now(),
+		version:      "dev",
 		location:     c.Location,
 		maxBody:      int64(c.Push.MaxBody),
 		maxBatch:     int64(c.Push.MaxBatch),
@@ -76,7 +85,10 @@ func New(c *config.Config, instance int, log *slog.Logger) *Server {
 		idleTimeout:  c.WebSocket.IdleTimeout.D(),
 		writeTimeout: c.WebSocket.WriteTimeout.D(),
 	}
-	s.metrics = newMetrics(func() float64 { return float64(s.reg.len()) })
+	for _, o := range opts {
+		o(s)
+	}
+	s.metrics = newMetrics(s.version, func() float64 { return float64(s.reg.len()) })
 	s.up = newUpstream(s)
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: s.writeTimeout,

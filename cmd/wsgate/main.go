@@ -24,6 +24,7 @@ var commands = map[string]command{
 	"check":   {"validate the TOML and test the generated nginx config with nginx -t", runCheck},
 	"nginx":   {"print the nginx config generated from the TOML", runNginx},
 	"serve":   {"run one sidecar instance (as systemd runs it)", runServe},
+	"status":  {"show every instance's connections, pushes/s and drops, and nginx's counters", runStatus},
 	"version": {"print version, Go version and commit", runVersion},
 }
 

@@ -51,14 +51,14 @@ func runServe(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go toggleDebugOnSIGUSR1(ctx, log, levelVar)
+	go toggleDebugOnSIGUSR1(ctx, log.With("instance", *instance), levelVar)
 	go func() {
 		<-ctx.Done()
 		daemon.SdNotify(false, daemon.SdNotifyStopping)
 	}()
 	// The listeners already queue connections, so the service is ready.
 	daemon.SdNotify(false, daemon.SdNotifyReady)
-	return sidecar.New(&cfg, *instance, log).Serve(ctx, ws, push)
+	return sidecar.New(&cfg, *instance, log, sidecar.WithVersion(version)).Serve(ctx, ws, push)
 }
 
 // newLogger returns the slog logger log.format and log.level ask for, on
@@ -90,7 +90,7 @@ func toggleDebugOnSIGUSR1(ctx context.Context, log *slog.Logger, lv *slog.LevelV
 			} else {
 				lv.Set(slog.LevelDebug)
 			}
-			log.Info("log level changed", "level", lv.Level().String())
+			log.Info("log level changed", "log_level", lv.Level().String())
 		}
 	}
 }
