@@ -98,14 +98,19 @@ func Location(c *config.Config) (string, error) {
 	return render("location.conf", c)
 }
 
+// parts renders the HTTP and the Location snippet.
+func parts(c *config.Config) (http, location string, err error) {
+	if http, err = HTTP(c); err != nil {
+		return "", "", err
+	}
+	location, err = Location(c)
+	return http, location, err
+}
+
 // Snippets renders what `wsgate nginx` prints: HTTP, then Location, each
 // introduced by a comment telling where to include it.
 func Snippets(c *config.Config) (string, error) {
-	h, err := HTTP(c)
-	if err != nil {
-		return "", err
-	}
-	l, err := Location(c)
+	h, l, err := parts(c)
 	if err != nil {
 		return "", err
 	}

@@ -78,11 +78,7 @@ func Standalone(c *config.Config, o Options) (string, error) {
 	if o.WebRoot != "" && !filepath.IsAbs(o.WebRoot) {
 		return "", fmt.Errorf("nginx: web root %q is not an absolute path", o.WebRoot)
 	}
-	h, err := HTTP(c)
-	if err != nil {
-		return "", err
-	}
-	l, err := Location(c)
+	h, l, err := parts(c)
 	if err != nil {
 		return "", err
 	}
