@@ -22,8 +22,8 @@ fi
 
 state=$(mktemp -d /tmp/wsgate-bench.XXXXXX)
 chmod 755 "$state"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$state"; }
+wsgate_pid= nchan_pid=
+cleanup() { stop "$wsgate_pid"; stop "$nchan_pid"; rm -rf "$state"; }
 trap cleanup EXIT
 
 # Both servers get 2 nginx workers on this 2-core machine.
@@ -37,9 +37,6 @@ port_base = 18775
 worker_processes = 2
 worker_connections = 16384
 EOT
-bin/wsgate up -config "$state/wsgate.toml" -state "$state/up" > "$state/up.log" 2>&1 &
-wsgate_pid=$!; pids+=("$wsgate_pid")
-
 have_nchan=
 if [ -f "$NCHAN_MOD" ]; then
   have_nchan=1
@@ -67,25 +64,45 @@ http {
   }
 }
 EOT
-  nginx -p "$state/nchan" -c "$state/nchan/nginx.conf" -e stderr 2> "$state/nchan.log" &
-  nchan_pid=$!; pids+=("$nchan_pid")
 fi
 
-for i in $(seq 100); do
-  grep -q "wsgate is up" "$state/up.log" && break
-  sleep 0.1
-done
-grep -q "wsgate is up" "$state/up.log" || { cat "$state/up.log"; exit 1; }
-sleep 0.5
+# Each round starts both servers afresh, so that memory is measured on a
+# server that never held clients before (a process keeps freed memory).
+start_wsgate() {
+  rm -rf "$state/up"
+  bin/wsgate up -config "$state/wsgate.toml" -state "$state/up" > "$state/up.log" 2>&1 &
+  wsgate_pid=$!
+  for _ in $(seq 100); do
+    grep -q "wsgate is up" "$state/up.log" && return 0
+    sleep 0.1
+  done
+  cat "$state/up.log"; exit 1
+}
+start_nchan() {
+  nginx -p "$state/nchan" -c "$state/nchan/nginx.conf" -e stderr 2> "$state/nchan.log" &
+  nchan_pid=$!
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/18090) 2>/dev/null && return 0
+    sleep 0.1
+  done
+  cat "$state/nchan.log"; exit 1
+}
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 common=(-clients "$CLIENTS" -pushes "$PUSHES" -p "$PUSHERS" -c "$CONC" -size "$SIZE" -json)
 : > "$state/results.json"
 for round in $(seq "$ROUNDS"); do
   echo "bench: round $round: wsgate" >&2
+  start_wsgate
+  sleep 0.5
   bin/wsbench -target wsgate -ws ws://127.0.0.1:18080/ws -batch "$BATCH" -pid "$wsgate_pid" "${common[@]}" >> "$state/results.json"
+  stop "$wsgate_pid"
   if [ -n "$have_nchan" ]; then
     echo "bench: round $round: nchan" >&2
+    start_nchan
+    sleep 0.5
     bin/wsbench -target nchan -ws ws://127.0.0.1:18090/sub/ -pub http://127.0.0.1:18090/pub/ -pid "$nchan_pid" "${common[@]}" >> "$state/results.json"
+    stop "$nchan_pid"
   fi
 done
 bin/wsbench -report "$state/results.json"
