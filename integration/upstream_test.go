@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,64 +18,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wsgate/wsgate/internal/testapp"
 )
-
-// appEvent is one request the application backend received.
-type appEvent struct {
-	header http.Header
-	body   []byte
-}
-
-func (e appEvent) event() string { return e.header.Get("Wsgate-Event") }
-
-// app is a real HTTP backend in the test process, on loopback TCP or on a
-// unix socket; it records every request and answers with answer.
-type app struct {
-	url    string // for upstream.url
-	events chan appEvent
-}
-
-func startApp(t *testing.T, unix bool, answer func(http.ResponseWriter, *http.Request, appEvent)) *app {
-	t.Helper()
-	a := &app{events: make(chan appEvent, 10000)}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		e := appEvent{r.Header, body}
-		e.header.Set("X-Test-Path", r.URL.Path)
-		a.events <- e
-		answer(w, r, e)
-	}))
-	a.url = "http://" + srv.Listener.Addr().String() + "/events"
-	if unix {
-		dir, err := os.MkdirTemp("", "wsgate-app-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		l, err := net.Listen("unix", filepath.Join(dir, "app.sock"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.Listener.Close()
-		srv.Listener = l
-		a.url = "unix:" + l.Addr().String() + ":/events"
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return a
-}
-
-// next returns the next request the backend received.
-func (a *app) next(t *testing.T) appEvent {
-	t.Helper()
-	select {
-	case e := <-a.events:
-		return e
-	case <-time.After(20 * time.Second):
-		t.Fatal("the backend received nothing")
-		return appEvent{}
-	}
-}
 
 // dialHeader opens a WebSocket with request headers; on a refused
 // handshake it returns the response's status and body.
@@ -122,23 +65,23 @@ func metric(t *testing.T, pushHost, name string) float64 {
 func TestUpstreamThroughNginx(t *testing.T) {
 	for _, unix := range []bool{false, true} {
 		t.Run(fmt.Sprintf("unix=%v", unix), func(t *testing.T) {
-			a := startApp(t, unix, func(w http.ResponseWriter, r *http.Request, e appEvent) {
-				switch e.event() {
+			a := testapp.Start(t, unix, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+				switch e.Kind() {
 				case "connect":
-					if e.header.Get("Cookie") != "session=ok" {
+					if e.Header.Get("Cookie") != "session=ok" {
 						http.Error(w, "log in first", http.StatusForbidden)
 					}
 				case "message":
 					w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
-					w.Write(append([]byte("re:"), e.body...))
+					w.Write(append([]byte("re:"), e.Body...))
 				}
 			})
-			g := startUp(t, 2, "127.0.0.1", fmt.Sprintf("[upstream]\nurl = %q\n", a.url))
+			g := startUp(t, 2, "127.0.0.1", fmt.Sprintf("[upstream]\nurl = %q\n", a.URL))
 
 			if _, _, status, body := dialHeader(t, g.clientWS, nil); status != 403 || body != "log in first\n" {
 				t.Fatalf("without the cookie: %d %q, want the backend's 403", status, body)
 			}
-			a.next(t)
+			a.Next(t)
 
 			c, welcome, status, _ := dialHeader(t, g.clientWS, http.Header{"Cookie": {"session=ok"}})
 			if status != 101 {
@@ -146,12 +89,12 @@ func TestUpstreamThroughNginx(t *testing.T) {
 			}
 			u, _ := url.Parse(firstURL(welcome))
 			id := u.User.Username()
-			e := a.next(t)
+			e := a.Next(t)
 			for k, want := range map[string]string{
 				"Wsgate-Event": "connect", "Wsgate-Id": id, "Wsgate-Push-Url": welcome,
 				"Cookie": "session=ok", "X-Forwarded-For": "127.0.0.1", "X-Test-Path": "/events",
 			} {
-				if got := e.header.Get(k); got != want {
+				if got := e.Header.Get(k); got != want {
 					t.Errorf("connect %s = %q, want %q", k, got, want)
 				}
 			}
@@ -170,10 +113,10 @@ func TestUpstreamThroughNginx(t *testing.T) {
 			}
 			for j := 0; j < n; j++ {
 				kind, want := msg(j)
-				e := a.next(t)
+				e := a.Next(t)
 				ct := map[int]string{websocket.TextMessage: "text/plain; charset=utf-8", websocket.BinaryMessage: "application/octet-stream"}[kind]
-				if e.event() != "message" || e.header.Get("Wsgate-Id") != id || e.header.Get("Content-Type") != ct || !bytes.Equal(e.body, want) {
-					t.Fatalf("message %d: %s %q %q, want %s %q", j, e.event(), e.header.Get("Content-Type"), e.body, ct, want)
+				if e.Kind() != "message" || e.Header.Get("Wsgate-Id") != id || e.Header.Get("Content-Type") != ct || !bytes.Equal(e.Body, want) {
+					t.Fatalf("message %d: %s %q %q, want %s %q", j, e.Kind(), e.Header.Get("Content-Type"), e.Body, ct, want)
 				}
 			}
 			for j := 0; j < n; j++ {
@@ -184,9 +127,9 @@ func TestUpstreamThroughNginx(t *testing.T) {
 			}
 
 			c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4001, "done"))
-			e = a.next(t)
-			if e.event() != "disconnect" || e.header.Get("Wsgate-Id") != id || e.header.Get("Wsgate-Close-Code") != "4001" || e.header.Get("Wsgate-Close-Reason") != "done" {
-				t.Fatalf("disconnect: %v", e.header)
+			e = a.Next(t)
+			if e.Kind() != "disconnect" || e.Header.Get("Wsgate-Id") != id || e.Header.Get("Wsgate-Close-Code") != "4001" || e.Header.Get("Wsgate-Close-Reason") != "done" {
+				t.Fatalf("disconnect: %v", e.Header)
 			}
 		})
 	}
@@ -209,12 +152,12 @@ func TestUpstreamFailuresThroughNginx(t *testing.T) {
 	release := make(chan struct{})
 	releaseOnce := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(releaseOnce)
-	a := startApp(t, false, func(w http.ResponseWriter, r *http.Request, e appEvent) {
+	a := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 		mu.Lock()
 		m := mode
 		mu.Unlock()
 		switch {
-		case e.event() != "message":
+		case e.Kind() != "message":
 		case m == "500":
 			http.Error(w, "broken", http.StatusInternalServerError)
 		case m == "slow":
@@ -239,7 +182,7 @@ func TestUpstreamFailuresThroughNginx(t *testing.T) {
 	})
 
 	const queue = 4
-	g := startUp(t, 1, "127.0.0.1", fmt.Sprintf("[upstream]\nurl = %q\nmessage_queue = %d\ntimeout = \"10m\"\n", a.url, queue))
+	g := startUp(t, 1, "127.0.0.1", fmt.Sprintf("[upstream]\nurl = %q\nmessage_queue = %d\ntimeout = \"10m\"\n", a.URL, queue))
 	push := "127.0.0.1:" + strconv.Itoa(g.portBase)
 
 	t.Run("500", func(t *testing.T) {
@@ -249,14 +192,14 @@ func TestUpstreamFailuresThroughNginx(t *testing.T) {
 		if code := closeCode(t, c); code != 1011 {
 			t.Fatalf("closed with %d, want 1011", code)
 		}
-		for e := a.next(t); e.event() != "disconnect"; e = a.next(t) {
+		for e := a.Next(t); e.Kind() != "disconnect"; e = a.Next(t) {
 		}
 	})
 
 	t.Run("slow", func(t *testing.T) {
 		setMode("slow")
 		c, _, _, _ := dialHeader(t, g.clientWS, nil)
-		a.next(t) // connect
+		a.Next(t) // connect
 		const sent = 200
 		base := metric(t, push, "wsgate_client_messages_total")
 		for j := 0; j < sent; j++ {
@@ -274,30 +217,30 @@ func TestUpstreamFailuresThroughNginx(t *testing.T) {
 		}
 		releaseOnce()
 		for j := 0; j < sent; j++ {
-			if e := a.next(t); string(e.body) != strconv.Itoa(j) {
-				t.Fatalf("message %d is %q", j, e.body)
+			if e := a.Next(t); string(e.Body) != strconv.Itoa(j) {
+				t.Fatalf("message %d is %q", j, e.Body)
 			}
 		}
 	})
 }
 
-// auth.url: nginx's auth_request refuses a handshake without the cookie
+// auth.URL: nginx's auth_request refuses a handshake without the cookie
 // (401 from the auth backend) and lets it through with it.
 func TestAuthRequestThroughNginx(t *testing.T) {
-	auth := startApp(t, false, func(w http.ResponseWriter, r *http.Request, e appEvent) {
-		if e.header.Get("Cookie") != "session=ok" {
+	auth := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		if e.Header.Get("Cookie") != "session=ok" {
 			w.WriteHeader(http.StatusUnauthorized)
 		}
 	})
-	authURL := strings.TrimSuffix(auth.url, "/events") + "/auth"
+	authURL := strings.TrimSuffix(auth.URL, "/events") + "/auth"
 	g := startUp(t, 2, "127.0.0.1", fmt.Sprintf("[auth]\nurl = %q\n", authURL))
 
 	if _, _, status, _ := dialHeader(t, g.clientWS, nil); status != 401 {
 		t.Fatalf("without the cookie: %d, want 401", status)
 	}
-	e := auth.next(t)
-	if e.header.Get("X-Test-Path") != "/auth" || e.header.Get("X-Original-Uri") != "/ws" || len(e.body) != 0 {
-		t.Fatalf("auth subrequest: %v %q", e.header, e.body)
+	e := auth.Next(t)
+	if e.Header.Get("X-Test-Path") != "/auth" || e.Header.Get("X-Original-Uri") != "/ws" || len(e.Body) != 0 {
+		t.Fatalf("auth subrequest: %v %q", e.Header, e.Body)
 	}
 	c, welcome, status, _ := dialHeader(t, g.clientWS, http.Header{"Cookie": {"session=ok"}})
 	if status != 101 || !strings.HasPrefix(welcome, "http://") {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -20,69 +19,14 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/testapp"
 )
 
-// recorded is one event as the backend received it.
-type recorded struct {
-	header http.Header
-	body   []byte
-}
-
-func (e recorded) event() string { return e.header.Get("Wsgate-Event") }
-
-// backend is a real HTTP server standing in for the application: it records
-// every event and answers it with answer (204 when answer is nil).
-type backend struct {
-	url    string // for upstream.url
-	events chan recorded
-}
-
-func newBackend(t *testing.T, unix bool, answer func(http.ResponseWriter, *http.Request, recorded)) *backend {
-	t.Helper()
-	b := &backend{events: make(chan recorded, 10000)}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		e := recorded{r.Header, body}
-		b.events <- e
-		if answer == nil {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		answer(w, r, e)
-	}))
-	b.url = "http://" + srv.Listener.Addr().String() + "/events"
-	if unix {
-		path := filepath.Join(t.TempDir(), "app.sock")
-		l, err := net.Listen("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.Listener.Close()
-		srv.Listener = l
-		b.url = "unix:" + path + ":/events"
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return b
-}
-
-// next returns the next event the backend received.
-func (b *backend) next(t *testing.T) recorded {
-	t.Helper()
-	select {
-	case e := <-b.events:
-		return e
-	case <-time.After(10 * time.Second):
-		t.Fatal("the backend received no event")
-		return recorded{}
-	}
-}
-
 // upstreamServer is a test server sending events to b.
-func upstreamServer(t *testing.T, b *backend, mutate func(*config.Upstream)) *testServer {
+func upstreamServer(t *testing.T, b *testapp.App, mutate func(*config.Upstream)) *testServer {
 	t.Helper()
 	return newTestServer(t, func(c *config.Config) {
-		c.Upstream.URL = b.url
+		c.Upstream.URL = b.URL
 		if mutate != nil {
 			mutate(&c.Upstream)
 		}
@@ -95,13 +39,13 @@ func upstreamServer(t *testing.T, b *backend, mutate func(*config.Upstream)) *te
 func TestUpstreamEvents(t *testing.T) {
 	for _, unix := range []bool{false, true} {
 		t.Run(fmt.Sprintf("unix=%v", unix), func(t *testing.T) {
-			b := newBackend(t, unix, func(w http.ResponseWriter, r *http.Request, e recorded) {
-				switch e.event() {
+			b := testapp.Start(t, unix, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+				switch e.Kind() {
 				case "connect":
 					io.WriteString(w, "hello")
 				case "message":
 					w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
-					w.Write(append([]byte("re:"), e.body...))
+					w.Write(append([]byte("re:"), e.Body...))
 				default:
 					w.WriteHeader(http.StatusNoContent)
 				}
@@ -110,11 +54,11 @@ func TestUpstreamEvents(t *testing.T) {
 			c, welcome := ts.dial(t, http.Header{"Cookie": {"session=s3cret"}, "X-Other": {"not forwarded"}})
 			id := idFromURL(t, welcome)
 
-			e := b.next(t)
+			e := b.Next(t)
 			for k, want := range map[string]string{
 				"Wsgate-Event": "connect", "Wsgate-Id": id, "Wsgate-Push-Url": welcome, "Cookie": "session=s3cret", "X-Other": "",
 			} {
-				if got := e.header.Get(k); got != want {
+				if got := e.Header.Get(k); got != want {
 					t.Errorf("connect %s: %q, want %q", k, got, want)
 				}
 			}
@@ -129,10 +73,10 @@ func TestUpstreamEvents(t *testing.T) {
 				kind int
 				body string
 			}{{"text/plain; charset=utf-8", websocket.TextMessage, "t1"}, {"application/octet-stream", websocket.BinaryMessage, "\x00\x01\x02"}} {
-				e := b.next(t)
-				if e.event() != "message" || e.header.Get("Wsgate-Id") != id || e.header.Get("Wsgate-Push-Url") != welcome ||
-					e.header.Get("Content-Type") != want.ct || string(e.body) != want.body {
-					t.Fatalf("message event %v %q, want %s %q", e.header, e.body, want.ct, want.body)
+				e := b.Next(t)
+				if e.Kind() != "message" || e.Header.Get("Wsgate-Id") != id || e.Header.Get("Wsgate-Push-Url") != welcome ||
+					e.Header.Get("Content-Type") != want.ct || string(e.Body) != want.body {
+					t.Fatalf("message event %v %q, want %s %q", e.Header, e.Body, want.ct, want.body)
 				}
 				if kind, msg := read(t, c); kind != want.kind || string(msg) != "re:"+want.body {
 					t.Fatalf("reply %d %q, want %d re:%q", kind, msg, want.kind, want.body)
@@ -140,12 +84,12 @@ func TestUpstreamEvents(t *testing.T) {
 			}
 
 			c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye ✓ 100%"))
-			e = b.next(t)
-			reason, _ := url.PathUnescape(e.header.Get("Wsgate-Close-Reason"))
-			d, err := strconv.ParseFloat(e.header.Get("Wsgate-Duration"), 64)
-			if e.event() != "disconnect" || e.header.Get("Wsgate-Id") != id || e.header.Get("Wsgate-Close-Code") != "4000" ||
+			e = b.Next(t)
+			reason, _ := url.PathUnescape(e.Header.Get("Wsgate-Close-Reason"))
+			d, err := strconv.ParseFloat(e.Header.Get("Wsgate-Duration"), 64)
+			if e.Kind() != "disconnect" || e.Header.Get("Wsgate-Id") != id || e.Header.Get("Wsgate-Close-Code") != "4000" ||
 				reason != "bye ✓ 100%" || err != nil || d < 0 {
-				t.Fatalf("disconnect event %v", e.header)
+				t.Fatalf("disconnect event %v", e.Header)
 			}
 			if got := metricValue(t, ts, "wsgate_upstream_messages_forwarded_total"); got != 2 {
 				t.Errorf("forwarded %v, want 2", got)
@@ -157,7 +101,7 @@ func TestUpstreamEvents(t *testing.T) {
 // A non-2xx reply to connect refuses the handshake with its status and
 // body; no client is made, so no disconnect follows.
 func TestUpstreamConnectRefused(t *testing.T) {
-	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusForbidden)
 		io.WriteString(w, `{"error":"no session"}`)
@@ -171,8 +115,8 @@ func TestUpstreamConnectRefused(t *testing.T) {
 		t.Fatal("refused handshake made a client or was not counted")
 	}
 	ts.shutdown(t)
-	if len(b.events) != 1 {
-		t.Fatalf("%d events after the connect, want none", len(b.events)-1)
+	if len(b.Events) != 1 {
+		t.Fatalf("%d events after the connect, want none", len(b.Events)-1)
 	}
 }
 
@@ -196,7 +140,7 @@ func refusedDial(t *testing.T, ts *testServer) (int, string, string) {
 // Unreachable or too slow: connect is refused with 502 or 504, or with
 // on_error = "allow" the client is accepted and a failed message dropped.
 func TestUpstreamDown(t *testing.T) {
-	down := &backend{url: "unix:" + filepath.Join(t.TempDir(), "nobody.sock") + ":/events"}
+	down := &testapp.App{URL: "unix:" + filepath.Join(t.TempDir(), "nobody.sock") + ":/events"}
 	ts := upstreamServer(t, down, nil)
 	if status, _, _ := refusedDial(t, ts); status != 502 {
 		t.Fatalf("unreachable upstream: handshake %d, want 502", status)
@@ -206,7 +150,7 @@ func TestUpstreamDown(t *testing.T) {
 	}
 
 	release := make(chan struct{})
-	slow := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+	slow := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 		select {
 		case <-r.Context().Done():
 		case <-release:
@@ -243,11 +187,11 @@ func TestUpstreamMessageFails(t *testing.T) {
 	for _, failure := range []string{"500", "timeout"} {
 		for _, policy := range []string{"refuse", "allow"} {
 			t.Run(failure+"/"+policy, func(t *testing.T) {
-				b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+				b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 					switch {
-					case e.event() != "message":
+					case e.Kind() != "message":
 						w.WriteHeader(http.StatusNoContent)
-					case string(e.body) == "bad":
+					case string(e.Body) == "bad":
 						http.Error(w, "bad message", http.StatusBadRequest)
 					case failure == "500":
 						http.Error(w, "broken", http.StatusInternalServerError)
@@ -260,7 +204,7 @@ func TestUpstreamMessageFails(t *testing.T) {
 					u.Timeout = config.Duration(200 * time.Millisecond)
 				})
 				c, id := ts.connect(t)
-				b.next(t) // connect
+				b.Next(t) // connect
 				c.WriteMessage(websocket.TextMessage, []byte("bad"))
 				eventually(t, "a refused message counted", func() bool {
 					return metricValue(t, ts, `wsgate_upstream_messages_dropped_total{reason="refused"}`) == 1
@@ -278,10 +222,10 @@ func TestUpstreamMessageFails(t *testing.T) {
 				if code := readClose(t, c); code != 1011 {
 					t.Fatalf("closed with %d, want 1011", code)
 				}
-				b.next(t) // bad
-				b.next(t) // fails
-				if e := b.next(t); e.event() != "disconnect" || e.header.Get("Wsgate-Close-Code") != "1011" {
-					t.Fatalf("event %s with code %s, want disconnect 1011", e.event(), e.header.Get("Wsgate-Close-Code"))
+				b.Next(t) // bad
+				b.Next(t) // fails
+				if e := b.Next(t); e.Kind() != "disconnect" || e.Header.Get("Wsgate-Close-Code") != "1011" {
+					t.Fatalf("event %s with code %s, want disconnect 1011", e.Kind(), e.Header.Get("Wsgate-Close-Code"))
 				}
 			})
 		}
@@ -295,7 +239,7 @@ func TestUpstreamMessageFails(t *testing.T) {
 func TestUpstreamOrder(t *testing.T) {
 	const clients, msgs, slots = 8, 300, 3
 	var inFlight, most atomic.Int32
-	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
@@ -306,9 +250,9 @@ func TestUpstreamOrder(t *testing.T) {
 		for i := 0; i < 100 && inFlight.Load() < slots; i++ {
 			time.Sleep(100 * time.Microsecond)
 		}
-		if e.event() == "message" {
+		if e.Kind() == "message" {
 			w.Header().Set("Content-Type", r.Header.Get("Content-Type"))
-			w.Write(e.body)
+			w.Write(e.Body)
 		}
 	})
 	ts := upstreamServer(t, b, func(u *config.Upstream) { u.Concurrency = slots })
@@ -338,13 +282,13 @@ func TestUpstreamOrder(t *testing.T) {
 	wg.Wait()
 	next := make([]int, clients)
 	for n := 0; n < clients*msgs; {
-		e := b.next(t)
-		if e.event() != "message" {
+		e := b.Next(t)
+		if e.Kind() != "message" {
 			continue
 		}
-		i := ids[e.header.Get("Wsgate-Id")]
-		if _, want := payload(i, next[i]); !bytes.Equal(e.body, want) {
-			t.Fatalf("client %d: message %d is %q, want %q", i, next[i], e.body, want)
+		i := ids[e.Header.Get("Wsgate-Id")]
+		if _, want := payload(i, next[i]); !bytes.Equal(e.Body, want) {
+			t.Fatalf("client %d: message %d is %q, want %q", i, next[i], e.Body, want)
 		}
 		next[i]++
 		n++
@@ -373,10 +317,10 @@ func TestUpstreamOrder(t *testing.T) {
 	}
 }
 
-// Only the events listed in upstream.events are sent; without "message",
+// Only the events listed in upstream.Events are sent; without "message",
 // client messages are discarded and counted as without an upstream.
 func TestUpstreamEventsSubset(t *testing.T) {
-	b := newBackend(t, false, nil)
+	b := testapp.Start(t, false, nil)
 	ts := upstreamServer(t, b, func(u *config.Upstream) { u.Events = []string{"disconnect"} })
 	c, id := ts.connect(t)
 	c.WriteMessage(websocket.TextMessage, []byte("ignored"))
@@ -384,16 +328,16 @@ func TestUpstreamEventsSubset(t *testing.T) {
 		return metricValue(t, ts, "wsgate_client_messages_discarded_total") == 1
 	})
 	c.Close()
-	if e := b.next(t); e.event() != "disconnect" || e.header.Get("Wsgate-Id") != id {
-		t.Fatalf("first event: %s, want the disconnect", e.event())
+	if e := b.Next(t); e.Kind() != "disconnect" || e.Header.Get("Wsgate-Id") != id {
+		t.Fatalf("first event: %s, want the disconnect", e.Kind())
 	}
 }
 
 // A reply that cannot be a frame (text that is not UTF-8, or over
 // push.max_body) is counted and not sent; the client stays.
 func TestUpstreamBadReply(t *testing.T) {
-	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
-		switch string(e.body) {
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		switch string(e.Body) {
 		case "latin1":
 			w.Write([]byte{0xe9})
 		case "big":
@@ -404,7 +348,7 @@ func TestUpstreamBadReply(t *testing.T) {
 		}
 	})
 	ts := newTestServer(t, func(c *config.Config) {
-		c.Upstream.URL = b.url
+		c.Upstream.URL = b.URL
 		c.Push.MaxBody = 1024
 		c.Push.MaxBatch = 1024
 		c.WebSocket.SendQueueBytes = 1024
@@ -428,8 +372,8 @@ func TestUpstreamBadReply(t *testing.T) {
 func TestUpstreamBackpressure(t *testing.T) {
 	const queue, sent = 4, 100
 	release := make(chan struct{})
-	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
-		if e.event() == "message" {
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		if e.Kind() == "message" {
 			<-release
 		}
 	})
@@ -440,7 +384,7 @@ func TestUpstreamBackpressure(t *testing.T) {
 		u.Timeout = config.Duration(10 * time.Minute)
 	})
 	c, _ := ts.connect(t)
-	b.next(t) // connect
+	b.Next(t) // connect
 	for j := 0; j < sent; j++ {
 		c.WriteMessage(websocket.TextMessage, []byte(strconv.Itoa(j)))
 	}
@@ -453,8 +397,8 @@ func TestUpstreamBackpressure(t *testing.T) {
 	}
 	released()
 	for j := 0; j < sent; j++ {
-		if e := b.next(t); string(e.body) != strconv.Itoa(j) {
-			t.Fatalf("message %d is %q", j, e.body)
+		if e := b.Next(t); string(e.Body) != strconv.Itoa(j) {
+			t.Fatalf("message %d is %q", j, e.Body)
 		}
 	}
 	if ts.Connections() != 1 {
@@ -466,10 +410,10 @@ func TestUpstreamBackpressure(t *testing.T) {
 func TestUpstreamDisconnectRetries(t *testing.T) {
 	var mu sync.Mutex
 	fails := 0
-	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 		mu.Lock()
 		defer mu.Unlock()
-		if e.event() == "disconnect" {
+		if e.Kind() == "disconnect" {
 			fails++
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
@@ -479,8 +423,8 @@ func TestUpstreamDisconnectRetries(t *testing.T) {
 	c.Close()
 	ts.shutdown(t) // waits for the disconnect's tries
 	n := 0
-	for len(b.events) > 0 {
-		if e := <-b.events; e.event() == "disconnect" && e.header.Get("Wsgate-Id") == id {
+	for len(b.Events) > 0 {
+		if e := <-b.Events; e.Kind() == "disconnect" && e.Header.Get("Wsgate-Id") == id {
 			n++
 		}
 	}
@@ -497,8 +441,8 @@ func TestUpstreamDisconnectRetries(t *testing.T) {
 func TestUpstreamShutdownBounded(t *testing.T) {
 	hold := make(chan struct{})
 	t.Cleanup(func() { close(hold) })
-	b := newBackend(t, false, func(w http.ResponseWriter, r *http.Request, e recorded) {
-		if e.event() == "disconnect" {
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		if e.Kind() == "disconnect" {
 			select {
 			case <-hold:
 			case <-r.Context().Done():
@@ -506,7 +450,7 @@ func TestUpstreamShutdownBounded(t *testing.T) {
 		}
 	})
 	ts := newTestServer(t, func(c *config.Config) {
-		c.Upstream.URL = b.url
+		c.Upstream.URL = b.URL
 		c.Upstream.Timeout = config.Duration(10 * time.Minute)
 		c.ShutdownTimeout = config.Duration(500 * time.Millisecond)
 	})
