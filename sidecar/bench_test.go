@@ -89,3 +89,18 @@ func memInUse() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
 }
+
+// BenchmarkHandshake is one client accepted end to end: upgrade, id,
+// registration and the welcome read by the client.
+func BenchmarkHandshake(b *testing.B) {
+	ts := newTestServer(b, nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		c, _, err := ts.tryDial(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
