@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -372,4 +374,35 @@ func TestBatchThroughNginx(t *testing.T) {
 	if s != 413 || !strings.Contains(resp, "max_batch") {
 		t.Fatalf("over max_batch: %d %s", s, resp)
 	}
+}
+
+// `wsgate up` works for a user without privileges too: nginx then runs as
+// that user, with no user directive, and everything lives in its state dir.
+func TestUpAsUnprivilegedUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("already unprivileged: every other test here runs up as this user")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) is not installed")
+	}
+	g := startUpAs(t, 2, "127.0.0.1", "", []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"})
+	procs := g.pids()
+	if len(procs) < 4 { // 2 sidecars, nginx master, at least one worker
+		t.Fatalf("processes under up: %v", procs)
+	}
+	for pid, line := range procs {
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if !strings.Contains(string(status), "\nUid:\t65534\t") {
+			t.Errorf("%s runs as another user:\n%s", line, status)
+		}
+	}
+	c, welcome := mustDial(t, g.clientWS, "")
+	if s, body := post(t, httpClient(""), firstURL(welcome), "", []byte("unprivileged")); s != 204 {
+		t.Fatalf("push: %d %s", s, body)
+	}
+	if _, msg := readMsg(t, c); string(msg) != "unprivileged" {
+		t.Fatalf("got %q", msg)
+	}
+	g.stop(t)
 }

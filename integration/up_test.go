@@ -62,6 +62,14 @@ func freePorts(t *testing.T, host string, n int) int {
 // "127.0.0.1" or "::1".
 func startUp(t *testing.T, instances int, host string, extra string) *gateway {
 	t.Helper()
+	return startUpAs(t, instances, host, extra, nil)
+}
+
+// startUpAs is startUp with the command line prefixed by as (e.g. setpriv
+// to run as another user); with as set, the test's directory is writable by
+// everyone and up runs a copy of the binary placed in it.
+func startUpAs(t *testing.T, instances int, host string, extra string, as []string) *gateway {
+	t.Helper()
 	needNginx(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755) // nginx workers (www-data when root) reach the sockets
@@ -83,7 +91,20 @@ worker_processes = 2
 worker_connections = 4096
 %s`, instances, filepath.Join(dir, "run"), client, topLevel(extra), host, base, tables(extra)))
 	g := &gateway{dir: dir, clientWS: "ws://" + client + "/ws", portBase: base, out: &syncBuffer{}}
-	g.cmd = exec.Command(wsgateBin, "up", "-config", cfg, "-state", filepath.Join(dir, "state"))
+	args := []string{wsgateBin, "up", "-config", cfg, "-state", filepath.Join(dir, "state")}
+	if as != nil {
+		os.Chmod(dir, 0o777)
+		bin, err := os.ReadFile(wsgateBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args[0] = filepath.Join(dir, "wsgate")
+		if err := os.WriteFile(args[0], bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args = append(as, args...)
+	}
+	g.cmd = exec.Command(args[0], args[1:]...)
 	g.cmd.Stdout, g.cmd.Stderr = g.out, g.out
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
