@@ -39,7 +39,9 @@ func needNginx(t *testing.T) {
 func freePorts(t *testing.T, host string, n int) int {
 	t.Helper()
 	for try := 0; try < 200; try++ {
-		base := 20000 + rand.IntN(30000)
+		// Below Linux's ephemeral range (32768..60999 by default), so that
+		// the tests' own outgoing connections do not take these ports.
+		base := 10000 + rand.IntN(20000)
 		ok := true
 		for p := base; p < base+n && ok; p++ {
 			l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -128,14 +129,11 @@ func TestLive(t *testing.T) {
 // freePorts finds n consecutive free TCP ports on 127.0.0.1 and returns the first.
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
+	// Below Linux's ephemeral range (32768..60999 by default), so that the
+	// outgoing connections of tests running alongside do not take them.
 next:
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		first := l.Addr().(*net.TCPAddr).Port
-		l.Close()
+	for range 200 {
+		first := 10000 + rand.IntN(20000)
 		for p := first; p < first+n; p++ {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 			if err != nil {
