@@ -291,6 +291,11 @@ func TestMetricsCount(t *testing.T) {
 	ts.pushText(t, id, "a")
 	read(t, c)
 	ts.pushText(t, "nobody", "b")
+	// The sent counters move just after the write, which the client can
+	// read first.
+	eventually(t, "write counted", func() bool {
+		return metricValue(t, ts, "wsgate_push_latency_seconds_count") == 1 && metricValue(t, ts, "wsgate_send_queue_messages") == 0
+	})
 	for name, want := range map[string]float64{
 		"wsgate_connections":                    1,
 		"wsgate_connects_total":                 1,

@@ -40,7 +40,9 @@ func TestSlowClientClose(t *testing.T) {
 	// kernel's socket buffers, a few hundred KiB at most.
 	accepted := pushUntilFull(t, ts, id, 200)
 	t.Logf("accepted %d × 64 KiB before 503", accepted)
-	eventually(t, "slow client closed", func() bool { return ts.Connections() == 0 })
+	eventually(t, "slow client closed", func() bool {
+		return ts.Connections() == 0 && metricValue(t, ts, "wsgate_send_queue_messages") == 0
+	})
 	if s := ts.pushText(t, id, "late"); s != 404 {
 		t.Fatalf("push to the closed slow client: %d, want 404", s)
 	}

@@ -54,7 +54,12 @@ func TestStatus(t *testing.T) {
 	read(t, c)
 	ts.pushText(t, "nobody", "b")
 	c.WriteMessage(websocket.TextMessage, []byte("up"))
-	eventually(t, "message counted", func() bool { return getStatus(t, ts).Counters.MessagesReceived == 1 })
+	// The sent counter moves just after the write, which the client can
+	// read first.
+	eventually(t, "messages counted", func() bool {
+		c := getStatus(t, ts).Counters
+		return c.MessagesReceived == 1 && c.MessagesSent == 1
+	})
 	st = getStatus(t, ts)
 	got := st.Counters
 	if st.Connections != 2 || got.Connects != 2 || got.Pushes != 2 || got.PushesByCode["204"] != 1 ||
