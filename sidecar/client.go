@@ -33,6 +33,15 @@ type frame struct {
 // welcomeFrame marks the welcome in frame.at: not a push, not counted.
 const welcomeFrame = -1
 
+// message is 1 for a frame that carries a message for the client (a push or
+// an upstream reply), 0 for the welcome and the close.
+func (f frame) message() int {
+	if f.kind == websocket.CloseMessage || f.at == welcomeFrame {
+		return 0
+	}
+	return 1
+}
+
 // enqueueResult is what became of a push.
 type enqueueResult int
 
@@ -137,11 +146,15 @@ func (c *client) writeLoop() {
 
 		var err error
 		var bytes int64
+		lost := 0
 		for _, f := range batch {
 			bytes += int64(len(f.data))
 			if err == nil {
-				err = c.write(f)
+				if err = c.write(f); err == nil {
+					continue
+				}
 			}
+			lost += f.message()
 		}
 		c.srv.metrics.queued.Sub(float64(len(batch)))
 		clear(batch)
@@ -152,9 +165,13 @@ func (c *client) writeLoop() {
 		if err != nil {
 			c.closing = true
 			dropped := len(c.queue)
+			for _, f := range c.queue {
+				lost += f.message()
+			}
 			c.queue, c.pending, c.bytes, c.writing = nil, 0, 0, false
 			c.mu.Unlock()
 			c.srv.metrics.queued.Sub(float64(dropped))
+			c.srv.metrics.undelivered.Add(float64(lost))
 			if err != errStop && err != websocket.ErrCloseSent {
 				c.ws.Close() // broken or stuck: the reader ends and cleans up
 			}

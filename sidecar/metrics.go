@@ -29,6 +29,7 @@ type metrics struct {
 	queued           prometheus.Gauge
 	drops            *prometheus.CounterVec // by reason
 	slowCloses       prometheus.Counter
+	undelivered      prometheus.Counter
 	// The upstream's metrics are upstreamMetrics, below.
 }
 
@@ -76,6 +77,7 @@ func newMetrics(version string, connections func() float64) *metrics {
 	})
 	m.reg.MustRegister(m.queued)
 	m.drops = vec("push_drops_total", "Pushes refused with 503, by reason.", "reason")
+	m.undelivered = counter("messages_undelivered_total", "Messages accepted for a client (204) but never written, because its connection ended first.")
 	m.slowCloses = counter("slow_client_closes_total", "Clients closed because their send queue was full.")
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	return m

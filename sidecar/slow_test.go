@@ -46,6 +46,12 @@ func TestSlowClientClose(t *testing.T) {
 	if s := ts.pushText(t, id, "late"); s != 404 {
 		t.Fatalf("push to the closed slow client: %d, want 404", s)
 	}
+	// Every accepted push was either written or counted as undelivered:
+	// the close went out ahead of a full queue.
+	sent, undelivered := metricValue(t, ts, "wsgate_messages_sent_total"), metricValue(t, ts, "wsgate_messages_undelivered_total")
+	if undelivered < 1 || sent+undelivered != float64(accepted) {
+		t.Errorf("accepted %d, written %v, undelivered %v", accepted, sent, undelivered)
+	}
 	for name, want := range map[string]float64{
 		"wsgate_slow_client_closes_total":              1,
 		`wsgate_push_drops_total{reason="queue_full"}`: 1,
