@@ -72,10 +72,9 @@ clean:
 # /usr/local or /usr), leaving /etc/systemd/system to the admin's overrides,
 # and to /etc/systemd/system for any other PREFIX; their ExecStart= is rewritten
 # to $(PREFIX)/bin/wsgate and $(SYSCONFDIR)/wsgate/wsgate.toml. An existing
-# wsgate.toml is kept; the nginx snippets are rendered from it every time:
-# `wsgate nginx` prints the http{} snippet, then the location snippet, split
-# here at the first top-level "location" (with the comments before it) into
-# $(NGINXDIR)/conf.d/wsgate.conf and $(NGINXDIR)/snippets/wsgate-location.conf.
+# wsgate.toml is kept; the nginx snippets are rendered from it every time,
+# `wsgate nginx -part http` into $(NGINXDIR)/conf.d/wsgate.conf and
+# `-part location` into $(NGINXDIR)/snippets/wsgate-location.conf.
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
@@ -99,15 +98,8 @@ install: build
 		echo "install -m 0644 systemd/wsgate.toml $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml"; \
 		install -m 0644 systemd/wsgate.toml $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml; \
 	fi
-	$(DESTDIR)$(PREFIX)/bin/wsgate nginx -config $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml > $(DESTDIR)$(NGINXDIR)/wsgate.tmp
-	awk -v h=$(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp -v l=$(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp ' \
-		!inloc && /^location[ \t]/ { inloc = 1; printf "%s", buf > l; buf = "" } \
-		inloc { print > l; next } \
-		/^#/ || /^[ \t]*$$/ { buf = buf $$0 "\n"; next } \
-		{ printf "%s", buf > h; buf = ""; print > h } \
-		END { if (!inloc) { print "wsgate nginx printed no location snippet" > "/dev/stderr"; exit 1 } }' \
-		$(DESTDIR)$(NGINXDIR)/wsgate.tmp
-	rm -f $(DESTDIR)$(NGINXDIR)/wsgate.tmp
+	$(DESTDIR)$(PREFIX)/bin/wsgate nginx -config $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml -part http > $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp
+	$(DESTDIR)$(PREFIX)/bin/wsgate nginx -config $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml -part location > $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp
 	chmod 0644 $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp
 	mv -f $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf
 	mv -f $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf

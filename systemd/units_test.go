@@ -399,7 +399,7 @@ func TestInstallPrefix(t *testing.T) {
 	checkSnippets(t, root, "/srv/etc/nginx", 2)
 }
 
-// checkSnippets checks that make install split `wsgate nginx` into an
+// checkSnippets checks that make install rendered `wsgate nginx -part` into an
 // http{}-level file and a location file, rendered for that many instances.
 func checkSnippets(t *testing.T, root, nginxDir string, instances int) {
 	t.Helper()

@@ -120,6 +120,18 @@ func TestNginx(t *testing.T) {
 		t.Errorf("wsgate nginx -standalone: exit %d, printed\n%s%s\nwant\n%s", code, stdout, stderr, want)
 	}
 
+	for part, render := range map[string]func(*config.Config) (string, error){"http": nginx.HTTP, "location": nginx.Location} {
+		if want, err = render(&c); err != nil {
+			t.Fatal(err)
+		}
+		if code, stdout, stderr := run(t, "nginx", "-config", path, "-part", part); code != 0 || stdout != want {
+			t.Errorf("wsgate nginx -part %s: exit %d, printed\n%s%s\nwant\n%s", part, code, stdout, stderr, want)
+		}
+	}
+	if code, _, stderr := run(t, "nginx", "-part", "server"); code != 1 || !strings.Contains(stderr, `-part "server"`) {
+		t.Errorf("wsgate nginx -part server: exit %d %s", code, stderr)
+	}
+
 	def := config.Default()
 	if want, err = nginx.Snippets(&def); err != nil {
 		t.Fatal(err)

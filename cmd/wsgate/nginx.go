@@ -16,28 +16,36 @@ func runNginx(args []string) error {
 	cfgPath := fs.String("config", "", "TOML configuration `file` (default: the built-in defaults)")
 	standalone := fs.Bool("standalone", false, "print a complete nginx.conf instead of the snippets for your own nginx")
 	state := fs.String("state", filepath.Join(os.TempDir(), "wsgate"), "`dir`ectory for the standalone nginx's pid file, error log and temp files")
+	part := fs.String("part", "", "print only one snippet: \"http\" (for http{}) or \"location\" (for your server{})")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return errors.New("usage: wsgate nginx [-config FILE] [-standalone [-state DIR]]")
+		return errors.New("usage: wsgate nginx [-config FILE] [-part http|location | -standalone [-state DIR]]")
 	}
 	c, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
 	var out string
-	if *standalone {
+	switch {
+	case *part == "http":
+		out, err = nginx.HTTP(&c)
+	case *part == "location":
+		out, err = nginx.Location(&c)
+	case *part != "":
+		return fmt.Errorf("-part %q: want \"http\" or \"location\"", *part)
+	case *standalone:
 		dir, err := filepath.Abs(*state)
 		if err != nil {
 			return err
 		}
 		out, err = nginx.Standalone(&c, nginx.DefaultOptions(dir))
-		if err != nil {
-			return err
-		}
-	} else if out, err = nginx.Snippets(&c); err != nil {
+	default:
+		out, err = nginx.Snippets(&c)
+	}
+	if err != nil {
 		return err
 	}
 	_, err = fmt.Print(out)
