@@ -68,7 +68,7 @@ func report(path string, w io.Writer) error {
 	row("push latency p50 ms", g.P50ms, n.P50ms, false, 1)
 	row("push latency p99 ms", g.P99ms, n.P99ms, false, 1)
 	row("push latency max ms", g.MaxMs, n.MaxMs, false, 0)
-	row("batch messages/s vs nchan pushes/s", g.BatchMsgsPerS, n.PushesPerS, true, 5)
+	row("batch msgs/s vs nchan pushes/s", g.BatchMsgsPerS, n.PushesPerS, true, 5)
 	fmt.Fprintf(w, "lost: wsgate %d (batch %d), nchan %d; push errors: wsgate %d, nchan %d; failed handshakes: wsgate %d, nchan %d\n",
 		g.Lost, g.BatchLost, n.Lost, g.PushErrors, n.PushErrors, g.HandshakeFails, n.HandshakeFails)
 	return nil

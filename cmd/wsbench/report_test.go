@@ -1,0 +1,38 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The report takes the best value of each figure over the rounds, per
+// target, and judges each ratio against its target.
+func TestReport(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.json")
+	os.WriteFile(path, []byte(`{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":100,"server_bytes_per_idle_conn":3000,"pushes_per_s":50,"p50_ms":2,"p99_ms":9,"max_ms":20,"batch_messages_per_s":400}
+{"target":"nchan","clients":10,"pushes":100,"handshakes_per_s":80,"server_bytes_per_idle_conn":2000,"pushes_per_s":100,"p50_ms":1,"p99_ms":10,"max_ms":30}
+{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":120,"server_bytes_per_idle_conn":5000,"pushes_per_s":40,"p50_ms":3,"p99_ms":8,"max_ms":25,"batch_messages_per_s":600,"lost":2}
+`), 0o644)
+	var out strings.Builder
+	if err := report(path, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"handshakes/s                            120.0         80.0     1.50  >= 1.0x met",
+		"server bytes / idle connection         3000.0       2000.0     1.50  <= 1.0x MISSED",
+		"pushes/s (single client)                 50.0        100.0     0.50  >= 1.0x MISSED",
+		"push latency p99 ms                       8.0         10.0     0.80  <= 1.0x met",
+		"push latency max ms                      20.0         30.0     0.67  -",
+		"batch msgs/s vs nchan pushes/s          600.0        100.0     6.00  >= 5.0x met",
+		"lost: wsgate 2 (batch 0), nchan 0",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := report(filepath.Join(t.TempDir(), "none.json"), &out); err == nil {
+		t.Error("report of a missing file succeeded")
+	}
+}
