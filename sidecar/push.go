@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
@@ -164,7 +165,19 @@ func (s *Server) lookup(id string) *client {
 	if !validID(id) {
 		return nil
 	}
-	return s.reg.get(id)
+	if c := s.reg.get(id); c != nil {
+		return c
+	}
+	// The upstream was told of this id's connect and the handshake is
+	// not finished: wait for the client rather than answer 404.
+	if done, ok := s.handshakes.Load(id); ok {
+		select {
+		case <-done.(chan struct{}):
+		case <-time.After(s.writeTimeout):
+		}
+		return s.reg.get(id)
+	}
+	return nil
 }
 
 // deliver queues f for c, applying slow_client when c's queue is full.

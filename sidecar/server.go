@@ -53,6 +53,11 @@ type Server struct {
 	idleTimeout  time.Duration
 	writeTimeout time.Duration
 
+	// Ids whose handshake is at the upstream's connect or after it, to a
+	// channel closed once the client is registered or the handshake
+	// failed: a push to such an id waits instead of answering 404.
+	handshakes sync.Map
+
 	clients  sync.WaitGroup // one per accepted WebSocket, until finish
 	stopping atomic.Bool
 }
@@ -258,6 +263,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	var greeting *frame
 	if s.up != nil {
 		var ok bool
+		// The backend learns the id from connect and may push the moment
+		// it has replied, before its reply even reaches us.
+		done := make(chan struct{})
+		s.handshakes.Store(id, done)
+		defer func() {
+			s.handshakes.Delete(id)
+			close(done)
+		}()
 		if greeting, ok = s.up.connect(w, r, id); !ok {
 			s.clients.Done()
 			return // refused by the upstream

@@ -481,3 +481,78 @@ func TestPercentEncode(t *testing.T) {
 		}
 	}
 }
+
+// A push to an id whose connect succeeded waits for the handshake to finish
+// instead of answering 404.
+func TestPushWaitsForHandshake(t *testing.T) {
+	ts := newTestServer(t, nil)
+	id := newID()
+	done := make(chan struct{})
+	ts.handshakes.Store(id, done)
+	status := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", "http://push/ws/"+id, bytes.NewReader([]byte("early")))
+		resp, err := ts.http.Do(req)
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	select {
+	case s := <-status:
+		t.Fatalf("answered %d while the handshake was pending", s)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// The handshake finishes: the client is registered (its writer not
+	// started, so the push stays queued where the test can see it).
+	c := &client{id: id, srv: ts.Server, writing: true}
+	ts.reg.add(c)
+	ts.handshakes.Delete(id)
+	close(done)
+	if s := <-status; s != 204 {
+		t.Fatalf("push during the handshake: %d, want 204", s)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) != 1 || string(c.queue[0].data) != "early" {
+		t.Fatalf("queue %+v", c.queue)
+	}
+	ts.reg.remove(c)
+}
+
+// Through the whole path: the backend pushes the moment it has accepted
+// connect, and every such push reaches its client, after the welcome.
+func TestPushRightAfterConnect(t *testing.T) {
+	var pushes atomic.Pointer[http.Client]
+	statuses := make(chan int, 100)
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		w.WriteHeader(http.StatusNoContent)
+		if e.Kind() != "connect" {
+			return
+		}
+		id := e.Header.Get("Wsgate-Id")
+		go func() { // right after the reply
+			resp, err := pushes.Load().Post("http://push/ws/"+id, "text/plain", bytes.NewReader([]byte("first")))
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	})
+	ts := upstreamServer(t, b, func(u *config.Upstream) { u.Events = []string{"connect"} })
+	pushes.Store(ts.http)
+	for i := 0; i < 30; i++ {
+		c, _ := ts.dial(t, nil)
+		if s := <-statuses; s != 204 {
+			t.Fatalf("client %d: push right after connect: %d, want 204", i, s)
+		}
+		if _, msg := read(t, c); string(msg) != "first" {
+			t.Fatalf("client %d got %q", i, msg)
+		}
+		c.Close()
+	}
+}
