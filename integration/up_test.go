@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/proctree"
 )
 
 // gateway is a running `wsgate up`: real nginx and real sidecars.
@@ -166,35 +168,9 @@ func (g *gateway) stop(t *testing.T) {
 // pids lists up's descendants, pid to command line: its sidecars, nginx
 // master and nginx workers.
 func (g *gateway) pids() map[int]string {
-	parent := map[int]int{}
-	cmdlines := map[int]string{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so parse after ')'.
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) < 2 || fields[0] == "Z" {
-			continue
-		}
-		parent[pid], _ = strconv.Atoi(fields[1])
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		cmdlines[pid] = strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
-	}
 	out := map[int]string{}
-	for pid := range parent {
-		for p := parent[pid]; p > 1; p = parent[p] {
-			if p == g.cmd.Process.Pid {
-				out[pid] = cmdlines[pid]
-				break
-			}
-		}
+	for _, pid := range proctree.Descendants(g.cmd.Process.Pid) {
+		out[pid] = proctree.Cmdline(pid)
 	}
 	return out
 }
@@ -203,8 +179,7 @@ func (g *gateway) pids() map[int]string {
 func alive(pids map[int]string) []string {
 	var out []string
 	for pid, line := range pids {
-		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-		if err == nil && !strings.Contains(string(stat[strings.LastIndexByte(string(stat), ')'):]), ") Z") {
+		if proctree.Alive(pid) {
 			out = append(out, fmt.Sprintf("%d %s", pid, line))
 		}
 	}
