@@ -3,7 +3,8 @@
 # sidecars) and Nchan (nginx with libnginx-mod-nchan), alternating
 # wsgate/Nchan/wsgate/Nchan on loopback, then each figure as a ratio
 # wsgate/Nchan from the best run of each. Knobs: CLIENTS, PUSHES, PUSHERS,
-# CONC, SIZE, BATCH, ROUNDS.
+# CONC, SIZE, BATCH, ROUNDS; WSGATE_ENV adds environment to `wsgate up`
+# (e.g. WSGATE_ENV=GOMAXPROCS=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-8000} PUSHES=${PUSHES:-30000} PUSHERS=${PUSHERS:-32} CONC=${CONC:-64}
@@ -70,7 +71,7 @@ fi
 # server that never held clients before (a process keeps freed memory).
 start_wsgate() {
   rm -rf "$state/up"
-  bin/wsgate up -config "$state/wsgate.toml" -state "$state/up" > "$state/up.log" 2>&1 &
+  env ${WSGATE_ENV:-} bin/wsgate up -config "$state/wsgate.toml" -state "$state/up" > "$state/up.log" 2>&1 &
   wsgate_pid=$!
   for _ in $(seq 100); do
     grep -q "wsgate is up" "$state/up.log" && return 0

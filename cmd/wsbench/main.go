@@ -57,7 +57,13 @@ type Result struct {
 	P99ms          float64 `json:"p99_ms"`
 	MaxMs          float64 `json:"max_ms"`
 	BatchMsgsPerS  float64 `json:"batch_messages_per_s,omitempty"`
-	BatchLost      int     `json:"batch_lost,omitempty"`
+	// Server CPU time per handshake and per delivered push (µs), in all and
+	// by process name; with -pid only.
+	HandshakeCPU      float64            `json:"cpu_us_per_handshake,omitempty"`
+	HandshakeCPUSplit map[string]float64 `json:"cpu_us_per_handshake_by_process,omitempty"`
+	PushCPU           float64            `json:"cpu_us_per_push,omitempty"`
+	PushCPUSplit      map[string]float64 `json:"cpu_us_per_push_by_process,omitempty"`
+	BatchLost         int                `json:"batch_lost,omitempty"`
 }
 
 func main() {
@@ -108,6 +114,20 @@ type sub struct {
 	id      string
 }
 
+// fmtSplit formats CPU µs by process name, e.g. "(nginx 80, wsgate 40)".
+func fmtSplit(split map[string]float64) string {
+	names := make([]string, 0, len(split))
+	for n := range split {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %.0f", n, split[n])
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "wsbench: "+format+"\n", args...)
 }
@@ -115,6 +135,7 @@ func progress(format string, args ...any) {
 func run(o options) (Result, error) {
 	r := Result{Target: o.target, Clients: o.clients, Pushes: o.pushes}
 	base := memory(o.rootPID)
+	cpuBefore := cpu(o.rootPID)
 
 	// Handshakes.
 	subs := make([]*sub, o.clients)
@@ -146,6 +167,7 @@ func run(o options) (Result, error) {
 	wg.Wait()
 	r.HandshakesPerS = float64(o.clients) / time.Since(start).Seconds()
 	r.HandshakeFails = int(fails.Load())
+	r.HandshakeCPU, r.HandshakeCPUSplit = cpu(o.rootPID).perOp(cpuBefore, o.clients-r.HandshakeFails)
 	live := subs[:0]
 	for _, s := range subs {
 		if s != nil {
@@ -158,7 +180,7 @@ func run(o options) (Result, error) {
 			s.conn.Close()
 		}
 	}()
-	progress("%s: %d clients at %.0f handshakes/s", o.target, len(subs), r.HandshakesPerS)
+	progress("%s: %d clients at %.0f handshakes/s, server CPU %.0f µs each %s", o.target, len(subs), r.HandshakesPerS, r.HandshakeCPU, fmtSplit(r.HandshakeCPUSplit))
 	if len(subs) == 0 {
 		return r, errors.New("no client connected")
 	}
@@ -193,6 +215,7 @@ func run(o options) (Result, error) {
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.pushers, MaxConnsPerHost: o.pushers}, Timeout: 30 * time.Second}
 	var sent, errs atomic.Int64
+	cpuBefore = cpu(o.rootPID)
 	start = time.Now()
 	for w := 0; w < o.pushers; w++ {
 		wg.Add(1)
@@ -221,6 +244,7 @@ func run(o options) (Result, error) {
 	r.PushesPerS = float64(delivered.Load()) / elapsed.Seconds()
 	r.Lost = int(want - delivered.Load())
 	r.PushErrors = int(errs.Load())
+	r.PushCPU, r.PushCPUSplit = cpu(o.rootPID).perOp(cpuBefore, int(delivered.Load()))
 	latMu.Lock()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if n := len(lat); n > 0 {
@@ -229,7 +253,7 @@ func run(o options) (Result, error) {
 		r.MaxMs = float64(lat[n-1]) / 1e6
 	}
 	latMu.Unlock()
-	progress("%s: %.0f pushes/s, p99 %.2fms, lost %d", o.target, r.PushesPerS, r.P99ms, r.Lost)
+	progress("%s: %.0f pushes/s, p99 %.2fms, lost %d, server CPU %.0f µs each %s", o.target, r.PushesPerS, r.P99ms, r.Lost, r.PushCPU, fmtSplit(r.PushCPUSplit))
 
 	if o.target == "wsgate" && o.batch > 0 {
 		r.BatchMsgsPerS, r.BatchLost = runBatch(o, subs, hc, &delivered)

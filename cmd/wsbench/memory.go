@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wsgate/wsgate/internal/proctree"
 )
@@ -23,6 +24,40 @@ func memory(root int) int64 {
 		total += pss(pid)
 	}
 	return total
+}
+
+// cpuTime is CPU time used by a process tree, by command name ("nginx",
+// "wsgate"), so a phase's cost shows where it went.
+type cpuTime map[string]time.Duration
+
+// cpu returns the CPU time root and its descendants have used so far; nil
+// when root is 0.
+func cpu(root int) cpuTime {
+	if root == 0 {
+		return nil
+	}
+	t := cpuTime{}
+	for _, pid := range append(proctree.Descendants(root), root) {
+		if comm, used, ok := proctree.CPU(pid); ok {
+			t[comm] += used
+		}
+	}
+	return t
+}
+
+// perOp returns the CPU time used since before, in microseconds per op,
+// in total and by command name.
+func (t cpuTime) perOp(before cpuTime, ops int) (total float64, split map[string]float64) {
+	if t == nil || ops == 0 {
+		return 0, nil
+	}
+	split = map[string]float64{}
+	for comm, used := range t {
+		us := float64(used-before[comm]) / float64(time.Microsecond) / float64(ops)
+		split[comm] = us
+		total += us
+	}
+	return total, split
 }
 
 func pss(pid int) int64 {

@@ -32,6 +32,7 @@ func report(path string, w io.Writer) error {
 		b.PushesPerS = max(b.PushesPerS, r.PushesPerS)
 		b.BatchMsgsPerS = max(b.BatchMsgsPerS, r.BatchMsgsPerS)
 		b.BytesPerConn = min(b.BytesPerConn, r.BytesPerConn)
+		b.HandshakeCPU, b.PushCPU = minKnown(b.HandshakeCPU, r.HandshakeCPU), minKnown(b.PushCPU, r.PushCPU)
 		b.P50ms, b.P99ms, b.MaxMs = min(b.P50ms, r.P50ms), min(b.P99ms, r.P99ms), min(b.MaxMs, r.MaxMs)
 		b.Lost, b.PushErrors, b.HandshakeFails = max(b.Lost, r.Lost), max(b.PushErrors, r.PushErrors), max(b.HandshakeFails, r.HandshakeFails)
 	}
@@ -69,7 +70,17 @@ func report(path string, w io.Writer) error {
 	row("push latency p99 ms", g.P99ms, n.P99ms, false, 1)
 	row("push latency max ms", g.MaxMs, n.MaxMs, false, 0)
 	row("batch msgs/s vs nchan pushes/s", g.BatchMsgsPerS, n.PushesPerS, true, 5)
+	row("server CPU µs / handshake", g.HandshakeCPU, n.HandshakeCPU, false, 0)
+	row("server CPU µs / push", g.PushCPU, n.PushCPU, false, 0)
 	fmt.Fprintf(w, "lost: wsgate %d (batch %d), nchan %d; push errors: wsgate %d, nchan %d; failed handshakes: wsgate %d, nchan %d\n",
 		g.Lost, g.BatchLost, n.Lost, g.PushErrors, n.PushErrors, g.HandshakeFails, n.HandshakeFails)
 	return nil
+}
+
+// minKnown is the smaller of two figures where 0 means not measured.
+func minKnown(a, b float64) float64 {
+	if a == 0 || b == 0 {
+		return max(a, b)
+	}
+	return min(a, b)
 }

@@ -43,3 +43,18 @@ func TestDescendants(t *testing.T) {
 		}
 	}
 }
+
+// CPU names this test binary and counts the time it spins on the CPU.
+func TestCPU(t *testing.T) {
+	comm, before, ok := CPU(os.Getpid())
+	if !ok || comm != "proctree.test" {
+		t.Fatalf("CPU(self) = %q, %v, %v", comm, before, ok)
+	}
+	x := 0
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); x++ {
+		if _, used, _ := CPU(os.Getpid()); used > before {
+			return
+		}
+	}
+	t.Fatalf("CPU time stayed at %v after %d spins", before, x)
+}
