@@ -5,9 +5,11 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 )
 
 // closeGrace is how long a client has to answer our close frame before its
@@ -68,6 +70,15 @@ type client struct {
 	// Set before the client is registered; stopped by finish.
 	keepalive *time.Timer
 
+	// The read side: the socket, for reads that never block, and the
+	// frame parser, used by one read at a time.
+	raw     syscall.RawConn
+	fd      int32 // the socket's fd when it was registered with the poller
+	reading atomic.Bool
+	ended   atomic.Bool // end ran
+	debug   bool        // log its close: debug logging was on when it connected
+	fr      frameReader
+
 	outbox outbox // messages and disconnect for the upstream
 
 	mu        sync.Mutex // guards the fields below
@@ -77,8 +88,9 @@ type client struct {
 	writing   bool       // a writer goroutine owns the write side
 	closing   bool       // a close is queued or sent, or the reader ended: no more pushes
 	closeSent bool
-	closeCode int    // the code we sent, if closeSent
-	closeText string // and its reason
+	closeCode int         // the code we sent, if closeSent
+	closeText string      // and its reason
+	grace     *time.Timer // cuts the connection closeGrace after closeSent
 	done      bool
 }
 
@@ -173,7 +185,7 @@ func (c *client) writeLoop() {
 			c.srv.metrics.queued.Sub(float64(dropped))
 			c.srv.metrics.undelivered.Add(float64(lost))
 			if err != errStop && err != websocket.ErrCloseSent {
-				c.ws.Close() // broken or stuck: the reader ends and cleans up
+				c.cut() // broken or stuck: the read that sees the end cleans up
 			}
 			return
 		}
@@ -227,54 +239,107 @@ func (c *client) sendClose(payload []byte) {
 	c.mu.Unlock()
 	deadline := time.Now().Add(closeGrace)
 	_ = c.ws.WriteControl(websocket.CloseMessage, payload, deadline) // a stuck writer makes this time out
-	_ = c.ws.SetReadDeadline(deadline)
+	c.mu.Lock()
+	if !c.done {
+		c.grace = time.AfterFunc(closeGrace, c.cut)
+	}
+	c.mu.Unlock()
 }
 
-// readLoop reads client messages until the connection ends and queues them
-// for the upstream; without one (or without its "message" event) they are
-// counted and discarded.
-func (c *client) readLoop() error {
-	c.ws.SetReadLimit(c.srv.maxMessage)
-	c.ws.SetPongHandler(func(string) error {
-		c.lastRecv.Store(c.srv.now())
-		return nil
-	})
-	c.ws.SetPingHandler(func(data string) error {
-		c.lastRecv.Store(c.srv.now())
-		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.srv.writeTimeout))
-		if err == websocket.ErrCloseSent {
-			return nil
+// readBufs are the buffers client reads go through, one per read under way.
+var readBufs = sync.Pool{New: func() any { return new([4096]byte) }}
+
+// readable runs when the poller saw input (or the end) on c's socket. It
+// parses what is there without blocking, re-arms the socket, and returns;
+// when the connection ended it releases the client.
+func (c *client) readable() {
+	if !c.reading.CompareAndSwap(false, true) {
+		return // a read is under way and re-arms when it is done
+	}
+	buf := readBufs.Get().(*[4096]byte)
+	err := c.readAvailable(buf[:])
+	readBufs.Put(buf)
+	c.reading.Store(false) // before re-arming: the next event may come at once
+	if err == nil {
+		if err = c.srv.poller.rearm(c); err == nil {
+			return
 		}
-		return err
-	})
-	m := c.srv.metrics
-	up := c.srv.up
+	}
+	c.srv.end(c, err)
+}
+
+// readAvailable reads and parses until the socket has nothing more.
+func (c *client) readAvailable(buf []byte) error {
 	for {
-		kind, r, err := c.ws.NextReader()
-		if err != nil {
-			return err
+		var n int
+		var err error
+		if cerr := c.raw.Read(func(fd uintptr) bool {
+			n, err = unix.Read(int(fd), buf)
+			return true // never wait: the poller does
+		}); cerr != nil {
+			return cerr
 		}
-		c.lastRecv.Store(c.srv.now())
-		if up != nil && up.onMessage {
-			data, err := io.ReadAll(r) // at most websocket.max_message
-			if err != nil {
+		switch {
+		case n > 0:
+			c.lastRecv.Store(c.srv.now())
+			if err := c.fr.feed(buf[:n], c); err != nil {
 				return err
 			}
-			c.in.Add(1)
-			m.messagesIn.Inc()
-			m.bytesIn.Add(float64(len(data)))
-			up.message(c, kind, data)
-			continue
-		}
-		n, err := io.Copy(io.Discard, r)
-		if err != nil {
+			if n < len(buf) {
+				return nil // drained; anything newer triggers the poller again
+			}
+		case err == unix.EAGAIN:
+			return nil
+		case err == unix.EINTR:
+		case err != nil:
 			return err
+		default:
+			return io.EOF
 		}
-		c.in.Add(1)
-		m.messagesIn.Inc()
-		m.bytesIn.Add(float64(n))
-		m.discarded.Inc()
 	}
+}
+
+// message is a client message: queued for the upstream when it takes
+// "message" events, else counted and discarded.
+func (c *client) message(kind int, data []byte, size int64) error {
+	c.in.Add(1)
+	m := c.srv.metrics
+	m.messagesIn.Inc()
+	m.bytesIn.Add(float64(size))
+	if up := c.srv.up; up != nil && up.onMessage {
+		up.message(c, kind, data)
+		return nil
+	}
+	m.discarded.Inc()
+	return nil
+}
+
+// ping answers a client's ping.
+func (c *client) ping(data []byte) error {
+	err := c.ws.WriteControl(websocket.PongMessage, data, time.Now().Add(c.srv.writeTimeout))
+	if err == websocket.ErrCloseSent {
+		return nil
+	}
+	return err
+}
+
+// pong needs nothing: any input counts as activity.
+func (c *client) pong() {}
+
+// cut ends the connection from our side without closing the socket: the
+// shutdown makes the socket readable, and the read that finds its end
+// releases the client, as when the client hangs up.
+func (c *client) cut() {
+	_ = c.control(func(fd int) error { return unix.Shutdown(fd, unix.SHUT_RDWR) })
+}
+
+// control runs f with the socket's fd, which stays open during the call.
+func (c *client) control(f func(fd int) error) error {
+	var err error
+	if cerr := c.raw.Control(func(fd uintptr) { err = f(int(fd)) }); cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 // tick is the keepalive timer: ping after ping_interval with no traffic
@@ -302,26 +367,29 @@ func (c *client) tick() {
 	c.mu.Unlock()
 }
 
-// finish releases the client after its reader ended and returns the close
-// code and reason to report: the ones we sent, else the client's, else 1006.
+// finish releases the client once its socket ended or it broke the
+// protocol, and returns the close code and reason to report: the ones we
+// sent, else the client's, else 1006.
 func (c *client) finish(readErr error) (int, string) {
 	c.mu.Lock()
 	c.closing, c.done = true, true
 	code, reason := c.closeCode, c.closeText
 	sent := c.closeSent
+	grace := c.grace
 	c.mu.Unlock()
 	c.keepalive.Stop()
+	if grace != nil {
+		grace.Stop()
+	}
 	c.srv.reg.remove(c)
+	c.srv.poller.remove(c)
 	c.ws.Close()
 	if sent {
 		return code, reason
 	}
-	var ce *websocket.CloseError
-	switch {
-	case errors.As(readErr, &ce):
-		return ce.Code, ce.Text
-	case errors.Is(readErr, websocket.ErrReadLimit):
-		return websocket.CloseMessageTooBig, "" // gorilla sent it
+	var pc *peerClose
+	if errors.As(readErr, &pc) {
+		return pc.code, pc.text
 	}
 	return closeAbnormal, ""
 }

@@ -3,12 +3,14 @@ package sidecar
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -19,9 +21,10 @@ import (
 const (
 	levelDebug = slog.LevelDebug
 
-	// readBufferSize is each client's read buffer; larger messages are read
-	// through it. Small, because every idle client holds one.
-	readBufferSize = 512
+	// readBufferSize is the read buffer gorilla gives each client. Clients
+	// are read by frameReader, never by gorilla, so it is gorilla's
+	// minimum (125 B, for a control frame).
+	readBufferSize = 1
 	// writeBufferSize is the size of the pooled buffers frames are
 	// assembled in; a client holds one only while it writes.
 	writeBufferSize = 4096
@@ -37,6 +40,7 @@ type Server struct {
 	welcome  welcomer
 	upgrader websocket.Upgrader
 	metrics  *metrics
+	poller   *poller
 	up       *upstream // nil without upstream.url
 	epoch    time.Time
 	version  string
@@ -58,8 +62,9 @@ type Server struct {
 	// failed: a push to such an id waits instead of answering 404.
 	handshakes sync.Map
 
-	clients  sync.WaitGroup // one per accepted WebSocket, until finish
-	stopping atomic.Bool
+	clients     sync.WaitGroup // one per accepted WebSocket, until finish
+	handshaking sync.WaitGroup // one per connection accepted on ws, until upgraded or refused
+	stopping    atomic.Bool
 }
 
 // Option sets what a Server reports about itself.
@@ -106,6 +111,9 @@ func New(c *config.Config, instance int, log *slog.Logger, opts ...Option) *Serv
 	return s
 }
 
+// sharedPoller is the process's one poller, for all its Servers.
+var sharedPoller = sync.OnceValues(newPoller)
+
 // now is the server clock: monotonic nanoseconds since New.
 func (s *Server) now() int64 { return int64(time.Since(s.epoch)) }
 
@@ -118,13 +126,12 @@ func (s *Server) Connections() int { return s.reg.len() }
 // frame with 1012 (service restart), and finally cuts the clients that did
 // not finish in time. It returns the first error that stopped a listener.
 func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
-	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
-	wsSrv := &http.Server{
-		Handler:           http.HandlerFunc(s.serveWS),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          errLog,
+	p, err := sharedPoller()
+	if err != nil {
+		return fmt.Errorf("epoll: %w", err)
 	}
+	s.poller = p
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	pushSrv := &http.Server{
 		Handler:           http.HandlerFunc(s.servePush),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -135,15 +142,15 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 		ErrorLog:          errLog,
 	}
 	busy := &busyConns{state: map[net.Conn]bool{}}
-	wsSrv.ConnState, pushSrv.ConnState = busy.track, busy.track
+	pushSrv.ConnState = busy.track
 	failed := make(chan error, 2)
 	served := make(chan struct{}, 2)
-	for _, p := range []struct {
-		srv *http.Server
-		l   net.Listener
-	}{{wsSrv, ws}, {pushSrv, push}} {
+	for _, serve := range []func() error{
+		func() error { return s.acceptWS(ws) },
+		func() error { return pushSrv.Serve(push) },
+	} {
 		go func() {
-			err := p.srv.Serve(p.l)
+			err := serve()
 			if !s.stopping.Load() && !errors.Is(err, http.ErrServerClosed) {
 				failed <- err
 			}
@@ -152,7 +159,6 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	}
 	s.log.Info("serving", "ws", ws.Addr().String(), "push", push.Addr().String())
 
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-failed:
@@ -172,13 +178,22 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	push.Close()
 	<-served
 	<-served
+	handshakes := make(chan struct{})
+	go func() {
+		s.handshaking.Wait()
+		close(handshakes)
+	}()
+	select {
+	case <-handshakes:
+	case <-deadline.Done():
+	}
 	for busy.count() > 0 && deadline.Err() == nil {
 		time.Sleep(2 * time.Millisecond)
 	}
 	if s.up != nil {
 		context.AfterFunc(deadline, s.up.cancel) // what the upstream still has then is abandoned
 	}
-	s.shutdown(deadline, wsSrv, pushSrv)
+	s.shutdown(deadline, pushSrv)
 	if s.up != nil {
 		s.up.drain() // disconnect events, within the same deadline
 	}
@@ -217,20 +232,12 @@ func (b *busyConns) count() int {
 	return b.n
 }
 
-// shutdown closes idle connections, closes every client behind what was
-// queued for it, and cuts the clients still there at the deadline.
-func (s *Server) shutdown(ctx context.Context, wsSrv, pushSrv *http.Server) {
-	var wg sync.WaitGroup
-	for _, srv := range []*http.Server{wsSrv, pushSrv} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.Shutdown(ctx); err != nil {
-				srv.Close()
-			}
-		}()
+// shutdown closes idle push connections, closes every client behind what
+// was queued for it, and cuts the clients still there at the deadline.
+func (s *Server) shutdown(ctx context.Context, pushSrv *http.Server) {
+	if err := pushSrv.Shutdown(ctx); err != nil {
+		pushSrv.Close()
 	}
-	wg.Wait()
 
 	// Close every client behind what was queued for it.
 	for _, c := range s.reg.snapshot() {
@@ -246,15 +253,16 @@ func (s *Server) shutdown(ctx context.Context, wsSrv, pushSrv *http.Server) {
 	case <-ctx.Done():
 		cut := s.reg.snapshot()
 		for _, c := range cut {
-			c.ws.Close()
+			c.cut()
 		}
 		s.log.Warn("shutdown timeout: cut clients", "clients", len(cut))
 		<-done
 	}
 }
 
-// serveWS accepts one WebSocket client and runs its read loop.
-func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+// serveWS upgrades one WebSocket client, queues its welcome and hands its
+// socket to the poller.
+func (s *Server) serveWS(w *handshakeResponse, r *http.Request) {
 	// A handshake accepted while shutdown begins is still welcomed (and
 	// then closed with 1012, below): answering 503 would reach the client
 	// through nginx as a refused connection.
@@ -281,7 +289,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.clients.Done()
 		return // s.handshakeError answered and counted it
 	}
-	c := &client{id: id, srv: s, ws: ws, remote: remoteAddr(r), start: time.Now()}
+	raw, err := w.conn.Conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		ws.Close()
+		s.clients.Done()
+		return
+	}
+	c := &client{id: id, srv: s, ws: ws, raw: raw, remote: remoteAddr(r), start: time.Now()}
+	c.fr.max, c.fr.keep = s.maxMessage, s.up != nil && s.up.onMessage
 	now := s.now()
 	c.lastRecv.Store(now)
 	c.lastSend.Store(now)
@@ -302,26 +317,46 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.stopping.Load() { // shutdown began while we accepted; it may have missed us
 		c.closeQueued(closeServerRestart, "service restart")
 	}
-	debug := s.log.Enabled(r.Context(), levelDebug)
-	if debug {
+	c.debug = s.log.Enabled(r.Context(), levelDebug)
+	if c.debug {
 		s.log.Debug("connect", "id", c.id, "remote", c.remote)
 	}
-
-	// The read loop gets a goroutine of its own so that this one returns
-	// and net/http frees what it holds for the request (its 4 KiB read
-	// buffer among it): an idle client costs one small goroutine.
-	go s.run(c, debug)
+	// From here on the client holds no goroutine while it is idle.
+	if err := s.poller.add(c); err != nil {
+		s.end(c, err)
+	}
 }
 
-// run reads from c until it ends, then releases it.
-func (s *Server) run(c *client, debug bool) {
+// end releases c once its connection ended: it answers a client's close or
+// protocol error with a close frame, and reports the disconnect.
+func (s *Server) end(c *client, err error) {
+	if !c.ended.CompareAndSwap(false, true) {
+		return
+	}
 	defer s.clients.Done()
-	code, reason := c.finish(c.readLoop())
+	var pe *protocolError
+	var pc *peerClose
+	switch {
+	case errors.As(err, &pe):
+		c.sendClose(websocket.FormatCloseMessage(pe.code, pe.text))
+	case errors.As(err, &pc):
+		c.mu.Lock()
+		sent := c.closeSent
+		c.mu.Unlock()
+		if !sent { // echo the client's code, as RFC 6455 §5.5.1 asks
+			var reply []byte
+			if pc.code != websocket.CloseNoStatusReceived {
+				reply = websocket.FormatCloseMessage(pc.code, "")
+			}
+			_ = c.ws.WriteControl(websocket.CloseMessage, reply, time.Now().Add(s.writeTimeout))
+		}
+	}
+	code, reason := c.finish(err)
 	if s.up != nil && s.up.onDisconnect {
 		s.up.disconnect(c, code, reason)
 	}
 	s.metrics.disconnects.WithLabelValues(closeCodeLabel(code)).Inc()
-	if debug {
+	if c.debug {
 		s.log.Debug("close", "id", c.id, "remote", c.remote, "code", code,
 			"duration", time.Since(c.start).Round(time.Millisecond).String(),
 			"in", c.in.Load(), "out", c.out.Load())

@@ -1,0 +1,176 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+const (
+	// handshakeTimeout bounds reading a handshake request.
+	handshakeTimeout = 10 * time.Second
+	// maxHandshakeBytes is the largest handshake request head accepted.
+	maxHandshakeBytes = 16 << 10
+)
+
+// WebSocket handshakes are read without net/http's server, whose
+// per-connection goroutine, 4 KiB reader and 4 KiB writer a hijacked
+// connection leaves behind as garbage: the request is parsed with
+// http.ReadRequest from a pooled reader, gorilla's Upgrader takes the
+// connection from a small http.ResponseWriter, and both buffers go back to
+// their pools once the 101 is out.
+var (
+	handshakeReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+	handshakeWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 512) }}
+)
+
+// acceptWS accepts WebSocket connections on l until l is closed, handing
+// each to its own goroutine for the handshake. Like net/http, it backs off
+// on temporary errors such as running out of file descriptors.
+func (s *Server) acceptWS(l net.Listener) error {
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Temporary() { //nolint:staticcheck // as net/http does
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept", "error", err, "retry_in", delay.String())
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		s.handshaking.Add(1)
+		go s.handshake(conn)
+	}
+}
+
+// handshake reads one request from conn and upgrades it, or answers it with
+// an error and closes conn.
+func (s *Server) handshake(conn net.Conn) {
+	defer s.handshaking.Done()
+	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	limited := &io.LimitedReader{R: conn, N: maxHandshakeBytes}
+	br := handshakeReaders.Get().(*bufio.Reader)
+	br.Reset(limited)
+	bw := handshakeWriters.Get().(*bufio.Writer)
+	bw.Reset(conn)
+	defer func() {
+		br.Reset(nil)
+		bw.Reset(nil)
+		handshakeReaders.Put(br)
+		handshakeWriters.Put(bw)
+	}()
+
+	r, err := http.ReadRequest(br)
+	if err != nil {
+		status := http.StatusBadRequest
+		if limited.N == 0 {
+			status = http.StatusRequestHeaderFieldsTooLarge
+		}
+		if !errors.Is(err, io.EOF) { // not a connection closed before a request
+			s.metrics.handshakeRejects.WithLabelValues("bad_handshake").Inc()
+			refuse(conn, status, "wsgate: bad request")
+		}
+		conn.Close()
+		return
+	}
+	r.RemoteAddr = conn.RemoteAddr().String()
+	w := &handshakeResponse{conn: &corkedConn{Conn: conn}, rw: bufio.NewReadWriter(br, bw), header: http.Header{}}
+	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		s.handshakeError(w, r, http.StatusBadRequest, errors.New("websocket: handshake with a body"))
+	} else {
+		s.serveWS(w, r)
+	}
+	if !w.hijacked {
+		w.send()
+		conn.Close()
+	}
+}
+
+// handshakeResponse is the http.ResponseWriter of one handshake: gorilla
+// hijacks it, and a refusal is buffered and sent by send.
+type handshakeResponse struct {
+	conn     *corkedConn
+	rw       *bufio.ReadWriter
+	header   http.Header
+	status   int
+	body     bytes.Buffer
+	hijacked bool
+}
+
+func (w *handshakeResponse) Header() http.Header { return w.header }
+
+func (w *handshakeResponse) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *handshakeResponse) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(p) // bodies here are short error texts
+}
+
+// Hijack hands the connection to gorilla, which writes the 101 to it.
+func (w *handshakeResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.hijacked = true
+	w.conn.cork = true
+	return w.conn, w.rw, nil
+}
+
+// send writes the buffered response, which ends the connection.
+func (w *handshakeResponse) send() {
+	w.WriteHeader(http.StatusOK)
+	w.header.Set("Content-Length", strconv.Itoa(w.body.Len()))
+	w.header.Set("Connection", "close")
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
+	w.header.Write(&b)
+	b.WriteString("\r\n")
+	b.Write(w.body.Bytes())
+	w.conn.Conn.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+	w.conn.Conn.Write(b.Bytes())
+}
+
+// refuse answers a request that could not be read.
+func refuse(conn net.Conn, status int, text string) {
+	fmt.Fprintf(conn, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(text), text)
+}
+
+// corkedConn is a client's connection as gorilla holds it. While corked it
+// keeps what is written (gorilla's 101 response) and sends it with the next
+// write (the welcome), so that the handshake costs one write and nginx gets
+// the 101 and the welcome in one read.
+type corkedConn struct {
+	net.Conn
+	cork bool
+	held []byte
+}
+
+func (c *corkedConn) Write(p []byte) (int, error) {
+	if c.cork {
+		c.cork = false
+		c.held = append([]byte(nil), p...)
+		return len(p), nil
+	}
+	if c.held != nil {
+		held := append(c.held, p...)
+		c.held = nil
+		if _, err := c.Conn.Write(held); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
