@@ -5,13 +5,18 @@
 //
 //   - listeners.go: the two listening sockets, from systemd socket activation
 //     (names "ws" and "push") or bound by hand.
-//   - server.go: wires both listeners to HTTP servers and owns shutdown.
+//   - server.go: wires both listeners up, owns shutdown, and releases
+//     clients (end).
+//   - accept.go: the WebSocket listener: handshakes read without net/http's
+//     server and upgraded by gorilla; the 101 leaves with the welcome.
 //   - welcome.go: client ids and the welcome frame with push URLs.
 //   - registry.go: the sharded id → client map pushes look clients up in.
 //   - push.go: the push API, where an HTTP request becomes a queued frame.
-//   - client.go: one WebSocket connection: its read loop, its bounded send
+//   - client.go: one WebSocket connection: its reads, its bounded send
 //     queue and the writer that turns queued frames into WebSocket frames,
 //     keepalive and close.
+//   - poller.go: one epoll set that watches idle clients' sockets.
+//   - frames.go: the incremental parser of the frames clients send.
 //   - upstream.go: the optional backend at upstream.url: its HTTP client,
 //     the connect event that can refuse a handshake, shutdown's drain.
 //   - events.go: each client's outbox, which carries its messages and its
@@ -20,13 +25,18 @@
 //
 // # Concurrency
 //
-// Each client has one reader (the goroutine that accepted it) and at most one
-// writer goroutine, started when its queue becomes non-empty and ended when it
-// drains, so an idle client costs one goroutine. Keepalive runs on a timer.
+// An idle client has no goroutine. The poller (one epoll set, EPOLLONESHOT,
+// waited on through Go's netpoller) starts a read when a client's socket is
+// readable; the read takes what is there without blocking, parses it, and
+// re-arms the socket, so at most one read runs per client. Each client also
+// has at most one writer goroutine, started when its queue becomes non-empty
+// and ended when it drains. Keepalive runs on a timer. Ending a connection
+// from our side is a shutdown(2) of its socket: the read that sees the end
+// releases the client, the one path that does.
 // Close frames and pings use gorilla's WriteControl, which is safe to call
 // concurrently with the writer. With an upstream, a client also has at most
 // one sender goroutine, running only while its outbox holds events; a full
-// outbox makes the reader wait for room (backpressure). Lock order: registry
+// outbox makes the read wait for room (backpressure). Lock order: registry
 // shard, then client.mu; outbox.mu is a leaf. Nothing blocks while holding
 // any of them.
 package sidecar
