@@ -50,6 +50,7 @@ func (s *Server) acceptWS(l net.Listener) error {
 		}
 		delay = 0
 		s.handshaking.Add(1)
+		s.pending.Store(conn, nil)
 		go s.handshake(conn)
 	}
 }
@@ -58,6 +59,7 @@ func (s *Server) acceptWS(l net.Listener) error {
 // an error and closes conn.
 func (s *Server) handshake(conn net.Conn) {
 	defer s.handshaking.Done()
+	defer s.pending.Delete(conn)
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	limited := &io.LimitedReader{R: conn, N: maxHandshakeBytes}
 	br := handshakeReaders.Get().(*bufio.Reader)

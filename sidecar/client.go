@@ -281,7 +281,6 @@ func (c *client) readAvailable(buf []byte) error {
 		}
 		switch {
 		case n > 0:
-			c.lastRecv.Store(c.srv.now())
 			if err := c.fr.feed(buf[:n], c); err != nil {
 				return err
 			}
@@ -302,6 +301,7 @@ func (c *client) readAvailable(buf []byte) error {
 // message is a client message: queued for the upstream when it takes
 // "message" events, else counted and discarded.
 func (c *client) message(kind int, data []byte, size int64) error {
+	c.lastRecv.Store(c.srv.now())
 	c.in.Add(1)
 	m := c.srv.metrics
 	m.messagesIn.Inc()
@@ -316,6 +316,7 @@ func (c *client) message(kind int, data []byte, size int64) error {
 
 // ping answers a client's ping.
 func (c *client) ping(data []byte) error {
+	c.lastRecv.Store(c.srv.now())
 	err := c.ws.WriteControl(websocket.PongMessage, data, time.Now().Add(c.srv.writeTimeout))
 	if err == websocket.ErrCloseSent {
 		return nil
@@ -323,8 +324,8 @@ func (c *client) ping(data []byte) error {
 	return err
 }
 
-// pong needs nothing: any input counts as activity.
-func (c *client) pong() {}
+// pong is an answer to our keepalive ping.
+func (c *client) pong() { c.lastRecv.Store(c.srv.now()) }
 
 // cut ends the connection from our side without closing the socket: the
 // shutdown makes the socket readable, and the read that finds its end

@@ -68,6 +68,7 @@ type frameReader struct {
 	msgSize int64  // its size so far
 	msg     []byte // its bytes so far, when kept
 	ctl     []byte // the current control frame's payload
+	text    utf8Stream
 }
 
 // feed parses p, which it unmasks in place, and hands complete messages and
@@ -84,7 +85,9 @@ func (f *frameReader) feed(p []byte, h frameHandler) error {
 			}
 		}
 		n := int(min(int64(len(p)), f.left))
-		f.readPayload(p[:n])
+		if err := f.readPayload(p[:n]); err != nil {
+			return err
+		}
 		p = p[n:]
 		if f.left > 0 {
 			return nil // p is used up
@@ -178,20 +181,68 @@ func (f *frameReader) readHeader(p []byte) (int, error) {
 	return used, nil
 }
 
-// readPayload unmasks p, the next payload bytes of the current frame, and
-// keeps them where the frame needs them.
-func (f *frameReader) readPayload(p []byte) {
+// readPayload unmasks p, the next payload bytes of the current frame, keeps
+// them where the frame needs them, and checks that text is UTF-8.
+func (f *frameReader) readPayload(p []byte) error {
 	for i := range p {
 		p[i] ^= f.mask[(f.off+i)&3]
 	}
 	f.off += len(p)
 	f.left -= int64(len(p))
-	switch {
-	case f.op >= opClose:
+	if f.op >= opClose {
 		f.ctl = append(f.ctl, p...)
-	case f.keep:
+		return nil
+	}
+	if f.keep {
 		f.msg = append(f.msg, p...)
 	}
+	if f.msgOp == opText && !f.text.valid(p, f.fin && f.left == 0) {
+		return errTextNotUTF8
+	}
+	return nil
+}
+
+// errTextNotUTF8 fails a text message that is not UTF-8 (RFC 6455 §8.1).
+var errTextNotUTF8 = &protocolError{websocket.CloseInvalidFramePayloadData, "text message not UTF-8"}
+
+// utf8Stream checks that text arriving in pieces is UTF-8, carrying the
+// bytes of a character split between pieces.
+type utf8Stream struct {
+	carry [utf8.UTFMax]byte
+	n     int
+}
+
+// valid reports whether p continues valid UTF-8; final says that p ends
+// the text, which must then not end inside a character.
+func (u *utf8Stream) valid(p []byte, final bool) bool {
+	for u.n > 0 && len(p) > 0 && !utf8.FullRune(u.carry[:u.n]) {
+		u.carry[u.n] = p[0]
+		u.n++
+		p = p[1:]
+	}
+	if u.n > 0 {
+		if !utf8.FullRune(u.carry[:u.n]) {
+			return !final
+		}
+		if r, size := utf8.DecodeRune(u.carry[:u.n]); r == utf8.RuneError && size == 1 {
+			return false
+		}
+		u.n = 0
+	}
+	cut := len(p) // where an incomplete last character starts
+	for i := len(p) - 1; i >= 0 && i >= len(p)-utf8.UTFMax+1; i-- {
+		if utf8.RuneStart(p[i]) {
+			if !utf8.FullRune(p[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	if !utf8.Valid(p[:cut]) {
+		return false
+	}
+	u.n = copy(u.carry[:], p[cut:])
+	return !final || u.n == 0
 }
 
 // endFrame acts on a complete frame.

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 )
@@ -91,6 +92,7 @@ const (
 	noFeedError = ""
 	e1002       = "protocol 1002"
 	e1009       = "protocol 1009"
+	e1007       = "protocol 1007"
 )
 
 func closeOutcome(code int, text string) string { return fmt.Sprintf("close %d %q", code, text) }
@@ -157,6 +159,7 @@ type frameCase struct {
 	want    []frameEvent
 	err     string // outcome of the feed
 	gorilla string // gorilla's outcome where it deliberately differs
+	lax     bool   // gorilla's reader does not check this (UTF-8 of text)
 }
 
 func (tc frameCase) limit() int64 {
@@ -186,8 +189,8 @@ func frameCases() []frameCase {
 			want: ev(binMsg(patternBytes(126)))},
 		{name: "65535 bytes, 16-bit length", stream: clientFrame(true, opBinary, patternBytes(65535), m2),
 			want: ev(binMsg(patternBytes(65535)))},
-		{name: "65536 bytes, 64-bit length", stream: clientFrame(true, opText, patternBytes(65536), m2),
-			want: ev(frameEvent{"message", websocket.TextMessage, patternBytes(65536), 65536})},
+		{name: "65536 bytes, 64-bit length", stream: clientFrame(true, opBinary, patternBytes(65536), m2),
+			want: ev(frameEvent{"message", websocket.BinaryMessage, patternBytes(65536), 65536})},
 		{name: "message of max", max: 1024, stream: clientFrame(true, opBinary, p1024, m1), want: ev(binMsg(p1024))},
 		{name: "several messages",
 			stream: slices.Concat(frame(true, opText, "a"), clientFrame(true, opBinary, []byte("bb"), m2), frame(true, opText, "ccc")),
@@ -244,8 +247,17 @@ func frameCases() []frameCase {
 		{name: "over max, 16-bit length", max: 1024, stream: clientFrame(true, opBinary, patternBytes(1025), m1)[:8], err: e1009},
 		{name: "over max, 64-bit length", max: 1024, stream: header64(0x81, 1<<62, m1), err: e1009},
 		{name: "over max, 7-bit length", max: 10, stream: frame(true, opText, "hello world")[:6], err: e1009},
+		{name: "text with a character split between fragments",
+			stream: slices.Concat(frame(false, opText, "d\xc3"), frame(false, opContinuation, ""), frame(true, opContinuation, "\xa9j\xe2\x82\xac")),
+			want:   ev(textMsg("d\u00e9j\u20ac"))},
+		{name: "text not UTF-8", stream: frame(true, opText, "ab\xff"), err: e1007, lax: true},
+		{name: "text ending inside a character", stream: frame(true, opText, "ab\xe2\x82"), err: e1007, lax: true},
+		{name: "text with a surrogate", stream: frame(true, opText, "\xed\xa0\x80"), err: e1007, lax: true},
+		{name: "text not UTF-8 in a later fragment", stream: slices.Concat(frame(false, opText, "ok"), frame(true, opContinuation, "\xc0\xaf")),
+			err: e1007, lax: true},
+		{name: "binary need not be UTF-8", stream: frame(true, opBinary, "\xff"), want: ev(binMsg([]byte{0xff}))},
 		{name: "fragments over max", max: 1024,
-			stream: slices.Concat(clientFrame(false, opText, patternBytes(600), m1), clientFrame(true, opContinuation, patternBytes(600), m1)[:8]),
+			stream: slices.Concat(clientFrame(false, opBinary, patternBytes(600), m1), clientFrame(true, opContinuation, patternBytes(600), m1)[:8]),
 			err:    e1009},
 		{name: "fragments over max after a ping", max: 1024,
 			stream: slices.Concat(clientFrame(false, opBinary, p1024, m2), frame(true, opPing, "p"), frame(true, opContinuation, "x")),
@@ -431,6 +443,9 @@ func gorillaRead(t *testing.T, stream []byte, max int64) ([]frameEvent, string) 
 func TestFramesAgreeWithGorilla(t *testing.T) {
 	for _, tc := range frameCases() {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.lax {
+				t.Skip("gorilla's reader accepts text that is not UTF-8")
+			}
 			events, got := gorillaRead(t, tc.stream, tc.limit())
 			want := tc.err
 			if tc.gorilla != "" {
@@ -583,7 +598,7 @@ func FuzzFrames(f *testing.F) {
 		if fmt.Sprint(werr) != fmt.Sprint(perr) || feedOutcome(werr) != feedOutcome(perr) {
 			t.Fatalf("errors: whole %v, in pieces of %d %v", werr, k, perr)
 		}
-		if o := feedOutcome(werr); o != noFeedError && o != e1002 && o != e1009 && !strings.HasPrefix(o, "close ") {
+		if o := feedOutcome(werr); o != noFeedError && o != e1002 && o != e1007 && o != e1009 && !strings.HasPrefix(o, "close ") {
 			t.Fatalf("unexpected error %v", werr)
 		}
 		if !eventsEqual(pieces.events, whole.events, true) {
@@ -613,6 +628,27 @@ func FuzzFrames(f *testing.F) {
 					t.Fatalf("ping of %d bytes", len(e.data))
 				}
 			}
+		}
+	})
+}
+
+// FuzzUTF8Stream: text checked in pieces is valid exactly when it is valid
+// as a whole.
+func FuzzUTF8Stream(f *testing.F) {
+	f.Add([]byte("d\xc3\xa9j\xe2\x82\xac"), uint8(1))
+	f.Add([]byte("ab\xe2\x82"), uint8(3))
+	f.Add([]byte("\xed\xa0\x80\xf0\x9f\x98\x80"), uint8(2))
+	f.Fuzz(func(t *testing.T, data []byte, split uint8) {
+		k := int(split%5) + 1
+		var u utf8Stream
+		ok := true
+		for p := data; ok && len(p) > 0; {
+			n := min(k, len(p))
+			ok = u.valid(p[:n], n == len(p))
+			p = p[n:]
+		}
+		if want := utf8.Valid(data); ok != want {
+			t.Fatalf("%q in pieces of %d: valid %v, whole %v", data, k, ok, want)
 		}
 	})
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/config"
 )
 
 // Idle clients hold no goroutine: the poller watches their sockets. A
@@ -182,5 +184,72 @@ func TestBadHandshakes(t *testing.T) {
 	}
 	if ts.Connections() != 0 {
 		t.Fatalf("%d clients after refused handshakes", ts.Connections())
+	}
+}
+
+// A client that trickles bytes of a frame it never finishes is idle: only
+// complete frames count as activity.
+func TestTrickleIsIdle(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.PingInterval = config.Duration(50 * time.Millisecond)
+		c.WebSocket.IdleTimeout = config.Duration(200 * time.Millisecond)
+	})
+	c, _ := ts.connect(t)
+	c.SetPingHandler(func(string) error { return nil }) // no pongs
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// A binary frame of 60000 bytes, one byte every 20ms.
+		frame := append([]byte{0x82, 0xFE, 0xEA, 0x60, 1, 2, 3, 4}, make([]byte, 60000)...)
+		for _, b := range frame {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := c.NetConn().Write([]byte{b}); err != nil {
+				return
+			}
+		}
+	}()
+	if code := readClose(t, c); code != websocket.CloseGoingAway {
+		t.Fatalf("close code %d, want 1001 (idle)", code)
+	}
+}
+
+// At the shutdown deadline a handshake still reading its request is failed,
+// not left behind the stopped server.
+func TestShutdownEndsStalledHandshake(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.ShutdownTimeout = config.Duration(200 * time.Millisecond)
+	})
+	conn, err := net.Dial("unix", ts.wsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: wsgate\r\n") // and no more
+	eventually(t, "handshake accepted", func() bool {
+		n := 0
+		ts.pending.Range(func(any, any) bool { n++; return true })
+		return n == 1
+	})
+	ts.shutdown(t)
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second)) // the handshake timeout is 10s
+	_, err = io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("stalled handshake not ended at the shutdown deadline: %v", err)
+	}
+}
+
+// A text message that is not UTF-8 ends the client with 1007.
+func TestTextNotUTF8Closed1007(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, _ := ts.connect(t)
+	if err := c.WriteMessage(websocket.TextMessage, []byte("ok\xff")); err != nil {
+		t.Fatal(err)
+	}
+	if code := readClose(t, c); code != websocket.CloseInvalidFramePayloadData {
+		t.Fatalf("close code %d, want 1007", code)
 	}
 }

@@ -64,6 +64,7 @@ type Server struct {
 
 	clients     sync.WaitGroup // one per accepted WebSocket, until finish
 	handshaking sync.WaitGroup // one per connection accepted on ws, until upgraded or refused
+	pending     sync.Map       // those connections (net.Conn), for the shutdown deadline
 	stopping    atomic.Bool
 }
 
@@ -178,20 +179,12 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	push.Close()
 	<-served
 	<-served
-	handshakes := make(chan struct{})
-	go func() {
-		s.handshaking.Wait()
-		close(handshakes)
-	}()
-	select {
-	case <-handshakes:
-	case <-deadline.Done():
-	}
-	for busy.count() > 0 && deadline.Err() == nil {
-		time.Sleep(2 * time.Millisecond)
-	}
 	if s.up != nil {
 		context.AfterFunc(deadline, s.up.cancel) // what the upstream still has then is abandoned
+	}
+	s.waitHandshakes(deadline)
+	for busy.count() > 0 && deadline.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
 	}
 	s.shutdown(deadline, pushSrv)
 	if s.up != nil {
@@ -199,6 +192,27 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	}
 	s.log.Info("stopped", "took", time.Since(start).Round(time.Millisecond).String())
 	return err
+}
+
+// waitHandshakes waits for the handshakes under way; at the deadline it
+// fails the ones still reading their request and waits for them to return.
+// Every client is registered (and closed with 1012) or refused after it.
+func (s *Server) waitHandshakes(deadline context.Context) {
+	done := make(chan struct{})
+	go func() {
+		s.handshaking.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-deadline.Done():
+	}
+	s.pending.Range(func(conn, _ any) bool {
+		conn.(net.Conn).SetReadDeadline(time.Unix(1, 0))
+		return true
+	})
+	<-done
 }
 
 // busyConns counts connections that are new or serving a request, which
@@ -289,7 +303,14 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) {
 		s.clients.Done()
 		return // s.handshakeError answered and counted it
 	}
-	raw, err := w.conn.Conn.(syscall.Conn).SyscallConn()
+	sc, ok := w.conn.Conn.(syscall.Conn)
+	if !ok {
+		ws.Close()
+		s.clients.Done()
+		s.log.Error("WebSocket listener gives connections without a file descriptor")
+		return
+	}
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		ws.Close()
 		s.clients.Done()
@@ -323,6 +344,7 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) {
 	}
 	// From here on the client holds no goroutine while it is idle.
 	if err := s.poller.add(c); err != nil {
+		s.log.Error("watching a client's socket", "id", c.id, "error", err)
 		s.end(c, err)
 	}
 }

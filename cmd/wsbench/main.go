@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -177,6 +178,12 @@ func run(o options) (Result, error) {
 	subs = live
 	defer func() {
 		for _, s := range subs {
+			// Reset, leaving no TIME_WAIT: the next round's clients would
+			// get recycled ports (tcp_tw_reuse on loopback), and some of
+			// those connections were reset mid-handshake.
+			if tcp, ok := s.conn.NetConn().(*net.TCPConn); ok {
+				tcp.SetLinger(0)
+			}
 			s.conn.Close()
 		}
 	}()
@@ -341,7 +348,7 @@ func connect(d websocket.Dialer, o options) (*sub, error) {
 	_, welcome, err := c.ReadMessage()
 	if err != nil {
 		c.Close()
-		return nil, err
+		return nil, fmt.Errorf("welcome: %w", err)
 	}
 	c.SetReadDeadline(time.Time{})
 	u, err := url.Parse(strings.Split(string(welcome), ",")[0])
