@@ -27,7 +27,12 @@ wsgate_pid= nchan_pid=
 cleanup() { stop "$wsgate_pid"; stop "$nchan_pid"; rm -rf "$state"; }
 trap cleanup EXIT
 
-# Both servers get 2 nginx workers on this 2-core machine.
+# Both servers get 2 nginx workers on this 2-core machine. A wsgate client
+# is two nginx connections (client and sidecar), a Nchan client one, so
+# wsgate's workers get more, up to what the 20,000 open files a process may
+# have here allow: nginx's workers do not share clients evenly, and a worker
+# out of connections closes idle and not yet read ones (handshakes,
+# kept-alive pushes) to make room.
 cat > "$state/wsgate.toml" <<EOT
 instances = 2
 runtime_dir = "$state/run"
@@ -36,7 +41,7 @@ listen = ["127.0.0.1:18080"]
 port_base = 18775
 [nginx]
 worker_processes = 2
-worker_connections = 16384
+worker_connections = 18900
 EOT
 have_nchan=
 if [ -f "$NCHAN_MOD" ]; then

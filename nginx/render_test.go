@@ -139,8 +139,8 @@ func TestStandalone(t *testing.T) {
 	}
 	for _, d := range []string{
 		"daemon off;", "master_process on;", "user www-data www-data;",
-		"worker_processes 3;", "worker_rlimit_nofile 3024;", "worker_connections 1000;",
-		"pid /var/lib/wsgate/nginx.pid;", "error_log /var/lib/wsgate/error.log;",
+		"worker_processes 3;", "worker_rlimit_nofile 2024;", "worker_connections 1000;",
+		"pid /var/lib/wsgate/nginx.pid;", "error_log /var/lib/wsgate/error.log warn;",
 		"client_body_temp_path /var/lib/wsgate/client_body;", "proxy_temp_path /var/lib/wsgate/proxy;",
 		"listen [::]:80 ipv6only=on;", "listen 0.0.0.0:80;", "location /ws {", "location = / {",
 		`return 200 "wsgate: connect a WebSocket to /ws\n";`, "upstream wsgate_ws {",

@@ -86,9 +86,10 @@ func Standalone(c *config.Config, o Options) (string, error) {
 		Options:           o,
 		WorkerProcesses:   "auto",
 		WorkerConnections: c.Nginx.WorkerConnections,
-		// Each proxied WebSocket holds two connections, each one
-		// descriptor; the rest is headroom for files and sockets.
-		RlimitNofile: 2*c.Nginx.WorkerConnections + extraFiles,
+		// A connection is a descriptor (a proxied WebSocket holds two
+		// connections, both counted by worker_connections); the rest is
+		// headroom for listening sockets, logs and temp files.
+		RlimitNofile: c.Nginx.WorkerConnections + extraFiles,
 		Location:     c.Location,
 		HTTP:         h,
 		Loc:          l,
