@@ -90,8 +90,12 @@ func (s *Server) handshake(conn net.Conn) {
 	w := &handshakeResponse{conn: &corkedConn{Conn: conn}, rw: bufio.NewReadWriter(br, bw), header: http.Header{}}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
 		s.handshakeError(w, r, http.StatusBadRequest, errors.New("websocket: handshake with a body"))
-	} else {
-		s.serveWS(w, r)
+	} else if c := s.serveWS(w, r); c != nil {
+		// This goroutine's handshake is done: it writes the welcome
+		// (and the 101 held with it) instead of starting a writer.
+		s.pending.Delete(conn)
+		c.writeLoop()
+		return
 	}
 	if !w.hijacked {
 		w.send()

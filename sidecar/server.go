@@ -275,8 +275,9 @@ func (s *Server) shutdown(ctx context.Context, pushSrv *http.Server) {
 }
 
 // serveWS upgrades one WebSocket client, queues its welcome and hands its
-// socket to the poller.
-func (s *Server) serveWS(w *handshakeResponse, r *http.Request) {
+// socket to the poller. It returns the client, whose writer the caller
+// runs to send the welcome, or nil when the handshake failed.
+func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 	// A handshake accepted while shutdown begins is still welcomed (and
 	// then closed with 1012, below): answering 503 would reach the client
 	// through nginx as a refused connection.
@@ -295,26 +296,26 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) {
 		}()
 		if greeting, ok = s.up.connect(w, r, id); !ok {
 			s.clients.Done()
-			return // refused by the upstream
+			return nil // refused by the upstream
 		}
 	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.clients.Done()
-		return // s.handshakeError answered and counted it
+		return nil // s.handshakeError answered and counted it
 	}
 	sc, ok := w.conn.Conn.(syscall.Conn)
 	if !ok {
 		ws.Close()
 		s.clients.Done()
 		s.log.Error("WebSocket listener gives connections without a file descriptor")
-		return
+		return nil
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
 		ws.Close()
 		s.clients.Done()
-		return
+		return nil
 	}
 	c := &client{id: id, srv: s, ws: ws, raw: raw, remote: remoteAddr(r), start: time.Now()}
 	c.fr.max, c.fr.keep = s.maxMessage, s.up != nil && s.up.onMessage
@@ -333,7 +334,6 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) {
 		s.metrics.queued.Inc()
 	}
 	s.reg.add(c)
-	go c.writeLoop()
 	s.metrics.connects.Inc()
 	if s.stopping.Load() { // shutdown began while we accepted; it may have missed us
 		c.closeQueued(closeServerRestart, "service restart")
@@ -342,11 +342,11 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) {
 	if c.debug {
 		s.log.Debug("connect", "id", c.id, "remote", c.remote)
 	}
-	// From here on the client holds no goroutine while it is idle.
 	if err := s.poller.add(c); err != nil {
 		s.log.Error("watching a client's socket", "id", c.id, "error", err)
 		s.end(c, err)
 	}
+	return c
 }
 
 // end releases c once its connection ended: it answers a client's close or
