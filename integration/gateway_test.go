@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +71,22 @@ func TestAffinityThroughNginx(t *testing.T) {
 		}
 	}
 	t.Logf("clients per push port: %v", ports)
+}
+
+// The sidecars share the machine's cores: each runs on its share of
+// threads (GOMAXPROCS), at least one.
+func TestSidecarsShareCores(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("GOMAXPROCS is set in the environment, which the sidecars inherit")
+	}
+	g := startUp(t, 2, "127.0.0.1", "")
+	want := max(1, runtime.NumCPU()/2)
+	for i := range 2 {
+		push := net.JoinHostPort("127.0.0.1", strconv.Itoa(g.portBase+i))
+		if got := int(metric(t, push, "go_sched_gomaxprocs_threads")); got != want {
+			t.Errorf("sidecar %d runs on %d threads, want %d of %d CPUs", i+1, got, want, runtime.NumCPU())
+		}
+	}
 }
 
 // Every push case of SPEC §4, through nginx.
