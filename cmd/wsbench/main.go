@@ -58,12 +58,14 @@ type Result struct {
 	P99ms          float64 `json:"p99_ms"`
 	MaxMs          float64 `json:"max_ms"`
 	BatchMsgsPerS  float64 `json:"batch_messages_per_s,omitempty"`
-	// Server CPU time per handshake and per delivered push (µs), in all and
-	// by process name; with -pid only.
+	// Server CPU time per handshake, per delivered push and per delivered
+	// batch message (µs), in all and by process name; with -pid only.
 	HandshakeCPU      float64            `json:"cpu_us_per_handshake,omitempty"`
 	HandshakeCPUSplit map[string]float64 `json:"cpu_us_per_handshake_by_process,omitempty"`
 	PushCPU           float64            `json:"cpu_us_per_push,omitempty"`
 	PushCPUSplit      map[string]float64 `json:"cpu_us_per_push_by_process,omitempty"`
+	BatchCPU          float64            `json:"cpu_us_per_batch_message,omitempty"`
+	BatchCPUSplit     map[string]float64 `json:"cpu_us_per_batch_message_by_process,omitempty"`
 	BatchLost         int                `json:"batch_lost,omitempty"`
 }
 
@@ -263,8 +265,11 @@ func run(o options) (Result, error) {
 	progress("%s: %.0f pushes/s, p99 %.2fms, lost %d, server CPU %.0f µs each %s", o.target, r.PushesPerS, r.P99ms, r.Lost, r.PushCPU, fmtSplit(r.PushCPUSplit))
 
 	if o.target == "wsgate" && o.batch > 0 {
+		cpuBefore = cpu(o.rootPID)
+		before := delivered.Load()
 		r.BatchMsgsPerS, r.BatchLost = runBatch(o, subs, hc, &delivered)
-		progress("%s: batch %.0f messages/s, lost %d", o.target, r.BatchMsgsPerS, r.BatchLost)
+		r.BatchCPU, r.BatchCPUSplit = cpu(o.rootPID).perOp(cpuBefore, int(delivered.Load()-before))
+		progress("%s: batch %.0f messages/s, lost %d, server CPU %.0f µs each %s", o.target, r.BatchMsgsPerS, r.BatchLost, r.BatchCPU, fmtSplit(r.BatchCPUSplit))
 	}
 	return r, nil
 }

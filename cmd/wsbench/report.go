@@ -33,6 +33,7 @@ func report(path string, w io.Writer) error {
 		b.BatchMsgsPerS = max(b.BatchMsgsPerS, r.BatchMsgsPerS)
 		b.BytesPerConn = min(b.BytesPerConn, r.BytesPerConn)
 		b.HandshakeCPU, b.PushCPU = minKnown(b.HandshakeCPU, r.HandshakeCPU), minKnown(b.PushCPU, r.PushCPU)
+		b.BatchCPU = minKnown(b.BatchCPU, r.BatchCPU)
 		b.P50ms, b.P99ms, b.MaxMs = min(b.P50ms, r.P50ms), min(b.P99ms, r.P99ms), min(b.MaxMs, r.MaxMs)
 		b.Lost, b.PushErrors, b.HandshakeFails = max(b.Lost, r.Lost), max(b.PushErrors, r.PushErrors), max(b.HandshakeFails, r.HandshakeFails)
 	}
@@ -72,6 +73,7 @@ func report(path string, w io.Writer) error {
 	row("batch msgs/s vs nchan pushes/s", g.BatchMsgsPerS, n.PushesPerS, true, 5)
 	row("server CPU µs / handshake", g.HandshakeCPU, n.HandshakeCPU, false, 0)
 	row("server CPU µs / push", g.PushCPU, n.PushCPU, false, 0)
+	row("server CPU µs / batch message", g.BatchCPU, n.PushCPU, false, 0)
 	fmt.Fprintf(w, "lost: wsgate %d (batch %d), nchan %d; push errors: wsgate %d, nchan %d; failed handshakes: wsgate %d, nchan %d\n",
 		g.Lost, g.BatchLost, n.Lost, g.PushErrors, n.PushErrors, g.HandshakeFails, n.HandshakeFails)
 	return nil

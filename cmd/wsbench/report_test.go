@@ -11,7 +11,7 @@ import (
 // target, and judges each ratio against its target.
 func TestReport(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "results.json")
-	os.WriteFile(path, []byte(`{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":100,"server_bytes_per_idle_conn":3000,"pushes_per_s":50,"p50_ms":2,"p99_ms":9,"max_ms":20,"batch_messages_per_s":400,"cpu_us_per_handshake":300,"cpu_us_per_push":100}
+	os.WriteFile(path, []byte(`{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":100,"server_bytes_per_idle_conn":3000,"pushes_per_s":50,"p50_ms":2,"p99_ms":9,"max_ms":20,"batch_messages_per_s":400,"cpu_us_per_handshake":300,"cpu_us_per_push":100,"cpu_us_per_batch_message":20}
 {"target":"nchan","clients":10,"pushes":100,"handshakes_per_s":80,"server_bytes_per_idle_conn":2000,"pushes_per_s":100,"p50_ms":1,"p99_ms":10,"max_ms":30,"cpu_us_per_handshake":100,"cpu_us_per_push":50}
 {"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":120,"server_bytes_per_idle_conn":5000,"pushes_per_s":40,"p50_ms":3,"p99_ms":8,"max_ms":25,"batch_messages_per_s":600,"lost":2,"cpu_us_per_handshake":250}
 `), 0o644)
@@ -28,6 +28,7 @@ func TestReport(t *testing.T) {
 		"batch msgs/s vs nchan pushes/s          600.0        100.0     6.00  >= 5.0x met",
 		"server CPU µs / handshake               250.0        100.0     2.50  -",
 		"server CPU µs / push                    100.0         50.0     2.00  -",
+		"server CPU µs / batch message            20.0         50.0     0.40  -",
 		"lost: wsgate 2 (batch 0), nchan 0",
 	} {
 		if !strings.Contains(out.String(), want) {
