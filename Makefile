@@ -54,6 +54,8 @@ vet:
 FUZZTIME ?= 20s
 fuzz:
 	$(GO) test ./sidecar -run '^$$' -fuzz '^FuzzPushRequest$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./sidecar -run '^$$' -fuzz '^FuzzFrames$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./sidecar -run '^$$' -fuzz '^FuzzUTF8Stream$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 # wsgate against Nchan, side by side on loopback (bench/bench.sh; CLIENTS=,
