@@ -556,3 +556,32 @@ func TestPushRightAfterConnect(t *testing.T) {
 		c.Close()
 	}
 }
+
+// A client that hangs up while its connect is at the backend still gets
+// its disconnect once the backend has accepted it (UPSTREAM.md): every
+// accepted connect is paired with a disconnect.
+func TestUpstreamConnectClientGone(t *testing.T) {
+	release := make(chan struct{})
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		if e.Kind() == "connect" {
+			<-release
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	ts := upstreamServer(t, b, nil)
+	conn, err := net.Dial("unix", ts.wsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, upgradeRequest+"\r\n")
+	connect := b.Next(t)
+	if connect.Kind() != "connect" {
+		t.Fatalf("first event %q", connect.Kind())
+	}
+	conn.Close()
+	close(release)
+	e := b.Next(t)
+	if e.Kind() != "disconnect" || e.Header.Get("Wsgate-Id") != connect.Header.Get("Wsgate-Id") || e.Header.Get("Wsgate-Close-Code") != "1006" {
+		t.Fatalf("after a client gone during connect: %q for %q, code %q", e.Kind(), e.Header.Get("Wsgate-Id"), e.Header.Get("Wsgate-Close-Code"))
+	}
+}
