@@ -198,11 +198,7 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 // fails the ones still reading their request and waits for them to return.
 // Every client is registered (and closed with 1012) or refused after it.
 func (s *Server) waitHandshakes(deadline context.Context) {
-	done := make(chan struct{})
-	go func() {
-		s.handshaking.Wait()
-		close(done)
-	}()
+	done := waitChan(&s.handshaking)
 	select {
 	case <-done:
 		return
@@ -213,6 +209,16 @@ func (s *Server) waitHandshakes(deadline context.Context) {
 		return true
 	})
 	<-done
+}
+
+// waitChan returns a channel closed once wg's counter is zero.
+func waitChan(wg *sync.WaitGroup) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
 }
 
 // busyConns counts connections that are new or serving a request, which
@@ -257,11 +263,7 @@ func (s *Server) shutdown(ctx context.Context, pushSrv *http.Server) {
 	for _, c := range s.reg.snapshot() {
 		c.closeQueued(closeServerRestart, "service restart")
 	}
-	done := make(chan struct{})
-	go func() {
-		s.clients.Wait()
-		close(done)
-	}()
+	done := waitChan(&s.clients)
 	select {
 	case <-done:
 	case <-ctx.Done():
