@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -81,12 +82,14 @@ func (s *Server) handshake(conn net.Conn) {
 		}
 		if !errors.Is(err, io.EOF) { // not a connection closed before a request
 			s.metrics.handshakeRejects.WithLabelValues("bad_handshake").Inc()
-			refuse(conn, status, "wsgate: bad request")
+			refuse(conn, status, "wsgate: "+strings.ToLower(http.StatusText(status)))
 		}
 		conn.Close()
 		return
 	}
-	r.RemoteAddr = conn.RemoteAddr().String()
+	if a := conn.RemoteAddr(); a != nil {
+		r.RemoteAddr = a.String()
+	}
 	w := &handshakeResponse{conn: &corkedConn{Conn: conn}, rw: bufio.NewReadWriter(br, bw), header: http.Header{}}
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
 		s.handshakeError(w, r, http.StatusBadRequest, errors.New("websocket: handshake with a body"))

@@ -177,8 +177,13 @@ func TestBadHandshakes(t *testing.T) {
 		{"POST", strings.Replace(upgradeRequest, "GET", "POST", 1) + "\r\n", 405},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if status, got := rawHandshake(t, ts, tc.req); status != tc.status {
+			status, got := rawHandshake(t, ts, tc.req)
+			if status != tc.status {
 				t.Fatalf("status %d, want %d: %q", status, tc.status, got)
+			}
+			_, body, _ := strings.Cut(string(got), "\r\n\r\n")
+			if !strings.Contains(strings.ToLower(body), strings.ToLower(http.StatusText(status))) {
+				t.Fatalf("the body does not say what is wrong: %q", got)
 			}
 		})
 	}
