@@ -157,10 +157,10 @@ func refuse(conn net.Conn, status int, text string) {
 		status, http.StatusText(status), len(text), text)
 }
 
-// corkedConn is a client's connection as gorilla holds it. While corked it
-// keeps what is written (gorilla's 101 response) and sends it with the next
-// write (the welcome), so that the handshake costs one write and nginx gets
-// the 101 and the welcome in one read.
+// corkedConn is the connection as gorilla's Upgrader sees it: once
+// hijacked, it keeps what gorilla writes (the 101 response) for the client's
+// first frame, so that the handshake costs one write and nginx gets the 101
+// and the welcome in one read.
 type corkedConn struct {
 	net.Conn
 	cork bool
@@ -169,16 +169,7 @@ type corkedConn struct {
 
 func (c *corkedConn) Write(p []byte) (int, error) {
 	if c.cork {
-		c.cork = false
-		c.held = append([]byte(nil), p...)
-		return len(p), nil
-	}
-	if c.held != nil {
-		held := append(c.held, p...)
-		c.held = nil
-		if _, err := c.Conn.Write(held); err != nil {
-			return 0, err
-		}
+		c.held = append(c.held, p...)
 		return len(p), nil
 	}
 	return c.Conn.Write(p)

@@ -57,7 +57,7 @@ const (
 type client struct {
 	id     string
 	srv    *Server
-	ws     *websocket.Conn
+	ws     wsConn
 	remote string
 	start  time.Time
 
@@ -199,8 +199,7 @@ func (c *client) write(f frame) error {
 		c.sendClose(f.data)
 		return errStop
 	}
-	c.ws.SetWriteDeadline(time.Now().Add(c.srv.writeTimeout))
-	if err := c.ws.WriteMessage(f.kind, f.data); err != nil {
+	if err := c.ws.write(byte(f.kind), f.data, time.Now().Add(c.srv.writeTimeout)); err != nil {
 		return err
 	}
 	now := c.srv.now()
@@ -238,7 +237,7 @@ func (c *client) sendClose(payload []byte) {
 	c.closeText = string(payload[2:])
 	c.mu.Unlock()
 	deadline := time.Now().Add(closeGrace)
-	_ = c.ws.WriteControl(websocket.CloseMessage, payload, deadline) // a stuck writer makes this time out
+	_ = c.ws.write(opClose, payload, deadline) // a stuck writer makes this time out
 	c.mu.Lock()
 	if !c.done {
 		c.grace = time.AfterFunc(closeGrace, c.cut)
@@ -317,7 +316,7 @@ func (c *client) message(kind int, data []byte, size int64) error {
 // ping answers a client's ping.
 func (c *client) ping(data []byte) error {
 	c.lastRecv.Store(c.srv.now())
-	err := c.ws.WriteControl(websocket.PongMessage, data, time.Now().Add(c.srv.writeTimeout))
+	err := c.ws.write(opPong, data, time.Now().Add(c.srv.writeTimeout))
 	if err == websocket.ErrCloseSent {
 		return nil
 	}
@@ -355,7 +354,7 @@ func (c *client) tick() {
 	}
 	last := max(recv, c.lastSend.Load())
 	if now-last >= int64(s.pingInterval) {
-		if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.writeTimeout)) == nil {
+		if c.ws.write(opPing, nil, time.Now().Add(s.writeTimeout)) == nil {
 			c.lastSend.Store(now)
 			last = now
 		}
@@ -384,7 +383,7 @@ func (c *client) finish(readErr error) (int, string) {
 	}
 	c.srv.reg.remove(c)
 	c.srv.poller.remove(c)
-	c.ws.Close()
+	c.ws.conn.Close()
 	if sent {
 		return code, reason
 	}

@@ -8,7 +8,8 @@
 //   - server.go: wires both listeners up, owns shutdown, and releases
 //     clients (end).
 //   - accept.go: the WebSocket listener: handshakes read without net/http's
-//     server and upgraded by gorilla; the 101 leaves with the welcome.
+//     server and checked by gorilla's Upgrader; the 101 leaves with the
+//     welcome.
 //   - welcome.go: client ids and the welcome frame with push URLs.
 //   - registry.go: the sharded id → client map pushes look clients up in.
 //   - push.go: the push API, where an HTTP request becomes a queued frame.
@@ -17,6 +18,8 @@
 //     keepalive and close.
 //   - poller.go: one epoll set that watches idle clients' sockets.
 //   - frames.go: the incremental parser of the frames clients send.
+//   - wsconn.go: the writer of the frames clients get (gorilla only
+//     upgrades the connection).
 //   - upstream.go: the optional backend at upstream.url: its HTTP client,
 //     the connect event that can refuse a handshake, shutdown's drain.
 //   - events.go: each client's outbox, which carries its messages and its
@@ -33,8 +36,9 @@
 // and ended when it drains. Keepalive runs on a timer. Ending a connection
 // from our side is a shutdown(2) of its socket: the read that sees the end
 // releases the client, the one path that does.
-// Close frames and pings use gorilla's WriteControl, which is safe to call
-// concurrently with the writer. With an upstream, a client also has at most
+// Close frames, pings and pongs are written by other goroutines too; each
+// client's wsConn lets one write at a time, and a write that cannot start by
+// its deadline gives up. With an upstream, a client also has at most
 // one sender goroutine, running only while its outbox holds events; a full
 // outbox makes the read wait for room (backpressure). Lock order: registry
 // shard, then client.mu; outbox.mu is a leaf. Nothing blocks while holding

@@ -21,13 +21,10 @@ import (
 const (
 	levelDebug = slog.LevelDebug
 
-	// readBufferSize is the read buffer gorilla gives each client. Clients
-	// are read by frameReader, never by gorilla, so it is gorilla's
-	// minimum (125 B, for a control frame).
-	readBufferSize = 1
-	// writeBufferSize is the size of the pooled buffers frames are
-	// assembled in; a client holds one only while it writes.
-	writeBufferSize = 4096
+	// gorilla's Conn, made by each upgrade and dropped after it (see
+	// wsConn), allocates its read buffer at once; 1 gets its minimum
+	// (125 B). A write buffer pool, never used, spares it a write buffer.
+	upgradeReadBuffer = 1
 )
 
 // Server is one sidecar instance: WebSocket clients on one listener, the
@@ -103,8 +100,7 @@ func New(c *config.Config, instance int, log *slog.Logger, opts ...Option) *Serv
 	s.up = newUpstream(s)
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: s.writeTimeout,
-		ReadBufferSize:   readBufferSize,
-		WriteBufferSize:  writeBufferSize,
+		ReadBufferSize:   upgradeReadBuffer,
 		WriteBufferPool:  &sync.Pool{},
 		CheckOrigin:      s.checkOrigin,
 		Error:            s.handshakeError,
@@ -301,25 +297,27 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 			return nil // refused by the upstream
 		}
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
-	if err != nil {
+	// gorilla checks the handshake and writes the 101, which w holds back
+	// for the first frame; its Conn is not used after that (see wsConn).
+	if _, err := s.upgrader.Upgrade(w, r, nil); err != nil {
 		s.clients.Done()
 		return nil // s.handshakeError answered and counted it
 	}
-	sc, ok := w.conn.Conn.(syscall.Conn)
+	conn := w.conn.Conn
+	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		ws.Close()
+		conn.Close()
 		s.clients.Done()
 		s.log.Error("WebSocket listener gives connections without a file descriptor")
 		return nil
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		ws.Close()
+		conn.Close()
 		s.clients.Done()
 		return nil
 	}
-	c := &client{id: id, srv: s, ws: ws, raw: raw, remote: remoteAddr(r), start: time.Now()}
+	c := &client{id: id, srv: s, ws: newWSConn(conn, w.conn.held), raw: raw, remote: remoteAddr(r), start: time.Now()}
 	c.fr.max, c.fr.keep = s.maxMessage, s.up != nil && s.up.onMessage
 	now := s.now()
 	c.lastRecv.Store(now)
@@ -372,7 +370,7 @@ func (s *Server) end(c *client, err error) {
 			if pc.code != websocket.CloseNoStatusReceived {
 				reply = websocket.FormatCloseMessage(pc.code, "")
 			}
-			_ = c.ws.WriteControl(websocket.CloseMessage, reply, time.Now().Add(s.writeTimeout))
+			_ = c.ws.write(opClose, reply, time.Now().Add(s.writeTimeout))
 		}
 	}
 	code, reason := c.finish(err)

@@ -1,0 +1,131 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// wsConn's frames, in every length form, read by gorilla's client, with
+// the held 101 in front of the first; then a close, after which nothing
+// more is written.
+func TestWSConnFrames(t *testing.T) {
+	server, client := unixPair(t)
+	sizes := []int{0, 5, 125, 126, 65535, 65536, 200000}
+	errs := make(chan error, 1)
+	go func() {
+		req, err := http.ReadRequest(bufio.NewReader(server))
+		if err != nil {
+			errs <- err
+			return
+		}
+		sum := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		w := newWSConn(server, []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+			base64.StdEncoding.EncodeToString(sum[:])+"\r\n\r\n"))
+		deadline := time.Now().Add(5 * time.Second)
+		for i, n := range sizes {
+			op := byte(opText)
+			if i%2 == 1 {
+				op = opBinary
+			}
+			if err := w.write(op, bytes.Repeat([]byte{'a' + byte(i)}, n), deadline); err != nil {
+				errs <- err
+				return
+			}
+		}
+		if err := w.write(opPing, []byte("p"), deadline); err != nil {
+			errs <- err
+			return
+		}
+		if err := w.write(opClose, websocket.FormatCloseMessage(1000, "done"), deadline); err != nil {
+			errs <- err
+			return
+		}
+		if err := w.write(opText, []byte("late"), deadline); err != websocket.ErrCloseSent {
+			errs <- errors.New("a write after close: " + errString(err))
+			return
+		}
+		errs <- nil
+	}()
+	c, _, err := websocket.NewClient(client, &url.URL{Scheme: "ws", Host: "wsgate", Path: "/ws"}, nil, 1024, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinged := false
+	c.SetPingHandler(func(string) error { pinged = true; return nil })
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i, n := range sizes {
+		kind, msg, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if want := bytes.Repeat([]byte{'a' + byte(i)}, n); kind != []int{websocket.TextMessage, websocket.BinaryMessage}[i%2] || !bytes.Equal(msg, want) {
+			t.Fatalf("message %d: kind %d, %d bytes; want %d bytes", i, kind, len(msg), n)
+		}
+	}
+	_, _, err = c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 1000 || ce.Text != "done" || !pinged {
+		t.Fatalf("after the messages: %v, pinged %v", err, pinged)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A write waits for the one under way only until its deadline; a write
+// error is returned again by every later write.
+func TestWSConnTimeoutAndBroken(t *testing.T) {
+	server, client := unixPair(t)
+	w := newWSConn(server, nil)
+	w.lock <- struct{}{} // a write under way
+	if err := w.write(opText, []byte("x"), time.Now().Add(50*time.Millisecond)); err != errWriteTimeout {
+		t.Fatalf("write behind a stuck one: %v, want %v", err, errWriteTimeout)
+	}
+	<-w.lock
+	client.Close()
+	var first error
+	for first == nil { // the peer's close shows on the first write or soon after
+		first = w.write(opText, bytes.Repeat([]byte("x"), 1<<16), time.Now().Add(time.Second))
+	}
+	if err := w.write(opPing, nil, time.Now().Add(time.Second)); err != first {
+		t.Fatalf("after %v: %v", first, err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}
+
+// unixPair is a connected pair of unix sockets.
+func unixPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	path := t.TempDir() + "/pair.sock"
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
+}
