@@ -3,6 +3,7 @@ package sidecar
 import (
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,9 +37,10 @@ type frame struct {
 const welcomeFrame = -1
 
 // message is 1 for a frame that carries a message for the client (a push or
-// an upstream reply), 0 for the welcome and the close.
+// an upstream reply), 0 for the welcome, the close and the rest of a frame
+// begun by push (counted then).
 func (f frame) message() int {
-	if f.kind == websocket.CloseMessage || f.at == welcomeFrame {
+	if f.kind == websocket.CloseMessage || f.kind == kindRest || f.at == welcomeFrame {
 		return 0
 	}
 	return 1
@@ -105,8 +107,44 @@ func (c *client) push(f frame) enqueueResult {
 		c.mu.Unlock()
 		return full
 	}
-	c.enqueueLocked(f)
+	if c.writing {
+		c.enqueueLocked(f)
+		return queued
+	}
+	// Idle: this goroutine writes f if the socket takes it at once, which
+	// spares a writer goroutine and its wake-up; a writer sends what the
+	// socket did not take, first, and whatever was queued meanwhile.
+	c.writing = true
+	c.mu.Unlock()
+	rest, ok := c.ws.tryWrite(c.raw, byte(f.kind), f.data)
+	if ok {
+		c.sent(f) // once its first bytes went, as for any write
+	}
+	c.mu.Lock()
+	switch {
+	case !ok:
+		c.requeueLocked(f)
+	case rest != nil:
+		c.requeueLocked(frame{kind: kindRest, data: rest})
+	case len(c.queue) == 0:
+		c.writing = false
+		c.mu.Unlock()
+		return queued
+	}
+	c.mu.Unlock()
+	go c.writeLoop()
 	return queued
+}
+
+// kindRest is a frame.kind: the rest of a frame that push began to write.
+const kindRest = 0x100
+
+// requeueLocked puts f in front of the queue.
+func (c *client) requeueLocked(f frame) {
+	c.queue = slices.Insert(c.queue, 0, f)
+	c.pending++
+	c.bytes += int64(len(f.data))
+	c.srv.metrics.queued.Inc()
 }
 
 // closeQueued queues a close frame behind the frames already queued, so a
@@ -199,20 +237,29 @@ func (c *client) write(f frame) error {
 		c.sendClose(f.data)
 		return errStop
 	}
-	if err := c.ws.write(byte(f.kind), f.data, time.Now().Add(c.srv.writeTimeout)); err != nil {
+	deadline := time.Now().Add(c.srv.writeTimeout)
+	if f.kind == kindRest {
+		return c.ws.writeRaw(f.data, deadline) // counted when it began
+	}
+	if err := c.ws.write(byte(f.kind), f.data, deadline); err != nil {
 		return err
 	}
+	c.sent(f)
+	return nil
+}
+
+// sent counts a frame written (or begun) as sent.
+func (c *client) sent(f frame) {
 	now := c.srv.now()
 	c.lastSend.Store(now)
 	if f.at == welcomeFrame {
-		return nil
+		return
 	}
 	c.out.Add(1)
 	m := c.srv.metrics
 	m.messagesOut.Inc()
 	m.bytesOut.Add(float64(len(f.data)))
 	m.pushLatency.Observe(time.Duration(now - f.at).Seconds())
-	return nil
 }
 
 // closeNow closes the client at once, ahead of anything queued: for idle

@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 )
 
 // wsConn writes a client's frames: server frames (RFC 6455 §5.2, unmasked,
@@ -21,7 +23,8 @@ type wsConn struct {
 	// Under lock.
 	held      []byte // gorilla's 101 response, sent with the first frame
 	closeSent bool
-	err       error // the first write error: the socket is broken
+	err       error     // the first write error: the socket is broken
+	deadline  time.Time // the socket's write deadline
 }
 
 func newWSConn(conn net.Conn, held []byte) wsConn {
@@ -36,6 +39,16 @@ var errWriteTimeout = errors.New("websocket: write timeout")
 // it refuses with websocket.ErrCloseSent; after an error it returns that
 // error again.
 func (w *wsConn) write(op byte, payload []byte, deadline time.Time) error {
+	head, size := frameHeader(op, len(payload))
+	return w.send(net.Buffers{head[:size], payload}, op == opClose, deadline)
+}
+
+// writeRaw sends the rest of a frame that tryWrite began.
+func (w *wsConn) writeRaw(rest []byte, deadline time.Time) error {
+	return w.send(net.Buffers{rest}, false, deadline)
+}
+
+func (w *wsConn) send(bufs net.Buffers, closing bool, deadline time.Time) error {
 	select {
 	case w.lock <- struct{}{}:
 	default: // another write is under way: wait for it, until deadline
@@ -54,31 +67,72 @@ func (w *wsConn) write(op byte, payload []byte, deadline time.Time) error {
 	if w.closeSent {
 		return websocket.ErrCloseSent
 	}
-	var head [10]byte
-	head[0] = 0x80 | op // FIN
-	n := len(payload)
-	size := 2
-	switch {
-	case n <= 125:
-		head[1] = byte(n)
-	case n <= 0xffff:
-		head[1] = 126
-		binary.BigEndian.PutUint16(head[2:], uint16(n))
-		size = 4
-	default:
-		head[1] = 127
-		binary.BigEndian.PutUint64(head[2:], uint64(n))
-		size = 10
+	if w.held != nil {
+		bufs = append(net.Buffers{w.held}, bufs...)
+		w.held = nil
 	}
-	bufs := net.Buffers{w.held, head[:size], payload}
-	w.held = nil
 	w.conn.SetWriteDeadline(deadline)
+	w.deadline = deadline
 	if _, err := bufs.WriteTo(w.conn); err != nil {
 		w.err = err
 		return err
 	}
-	if op == opClose {
-		w.closeSent = true
-	}
+	w.closeSent = closing
 	return nil
+}
+
+// tryWrite writes a data frame only as far as the socket takes it at once,
+// never waiting. ok is false when nothing went: another write was under
+// way, the socket was full, or the connection is closing or broken; the
+// caller leaves the frame to its writer, which finds out which. Otherwise
+// rest is what the socket did not take, for the writer to send next.
+func (w *wsConn) tryWrite(raw syscall.RawConn, op byte, payload []byte) (rest []byte, ok bool) {
+	select {
+	case w.lock <- struct{}{}:
+	default:
+		return nil, false
+	}
+	defer func() { <-w.lock }()
+	if w.err != nil || w.closeSent || w.held != nil {
+		return nil, false
+	}
+	if !w.deadline.IsZero() { // an expired deadline would fail the write
+		w.conn.SetWriteDeadline(time.Time{})
+		w.deadline = time.Time{}
+	}
+	head, size := frameHeader(op, len(payload))
+	var n int
+	var err error
+	if rerr := raw.Write(func(fd uintptr) bool {
+		n, err = unix.Writev(int(fd), [][]byte{head[:size], payload})
+		return true // never wait
+	}); rerr != nil || err != nil || n <= 0 {
+		return nil, false
+	}
+	switch {
+	case n == size+len(payload):
+		return nil, true
+	case n < size:
+		return append(head[n:size:size], payload...), true
+	}
+	return payload[n-size:], true
+}
+
+// frameHeader is the header of an unmasked, final frame (RFC 6455 §5.2)
+// with opcode op and n bytes of payload, and its length.
+func frameHeader(op byte, n int) ([10]byte, int) {
+	var head [10]byte
+	head[0] = 0x80 | op
+	switch {
+	case n <= 125:
+		head[1] = byte(n)
+		return head, 2
+	case n <= 0xffff:
+		head[1] = 126
+		binary.BigEndian.PutUint16(head[2:], uint16(n))
+		return head, 4
+	}
+	head[1] = 127
+	binary.BigEndian.PutUint64(head[2:], uint64(n))
+	return head, 10
 }

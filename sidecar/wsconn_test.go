@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/config"
 )
 
 // wsConn's frames, in every length form, read by gorilla's client, with
@@ -128,4 +130,32 @@ func unixPair(t *testing.T) (net.Conn, net.Conn) {
 	}
 	t.Cleanup(func() { server.Close(); client.Close() })
 	return server, client
+}
+
+// Pushes to a client that is not reading: the first go out from the
+// pushing goroutine, one only partly (the socket's buffer fills), and the
+// writer sends its rest and the ones queued behind before anything else.
+// The client then gets every message whole and in order.
+func TestPushPartlyWritten(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.Push.MaxBody = 1 << 20
+		c.WebSocket.SendQueueBytes = 64 << 20
+	})
+	c, id := ts.connect(t)
+	// Over half the socket's send buffer each (a write is cut into
+	// pieces of about half of it), so that one ends partly written.
+	const n = 6
+	msg := func(i int) []byte { return bytes.Repeat([]byte{'A' + byte(i)}, 300000+i) }
+	for i := range n {
+		status, body := ts.do(t, "POST", "/ws", id, "application/octet-stream", msg(i))
+		if status != 204 {
+			t.Fatalf("push %d: %d %s", i, status, body)
+		}
+	}
+	for i := range n {
+		kind, got := read(t, c)
+		if kind != websocket.BinaryMessage || !bytes.Equal(got, msg(i)) {
+			t.Fatalf("message %d: kind %d, %d bytes of %q..., want %d of %q", i, kind, len(got), got[:min(len(got), 1)], len(msg(i)), msg(i)[:1])
+		}
+	}
 }
