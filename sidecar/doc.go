@@ -31,9 +31,10 @@
 // An idle client has no goroutine. The poller (one epoll set, EPOLLONESHOT,
 // waited on through Go's netpoller) starts a read when a client's socket is
 // readable; the read takes what is there without blocking, parses it, and
-// re-arms the socket, so at most one read runs per client. Each client also
-// has at most one writer goroutine, started when its queue becomes non-empty
-// and ended when it drains. Keepalive runs on a timer. Ending a connection
+// re-arms the socket, so at most one read runs per client. A push to an
+// idle client is written by the pushing goroutine if the socket takes it at
+// once; otherwise the client gets a writer goroutine, at most one, which
+// ends when its queue drains. Keepalive runs on a timer. Ending a connection
 // from our side is a shutdown(2) of its socket: the read that sees the end
 // releases the client, the one path that does.
 // Close frames, pings and pongs are written by other goroutines too; each
