@@ -82,7 +82,9 @@ func (s *Server) handshake(conn net.Conn) {
 		}
 		if !errors.Is(err, io.EOF) { // not a connection closed before a request
 			s.metrics.handshakeRejects.WithLabelValues("bad_handshake").Inc()
-			refuse(conn, status, "wsgate: "+strings.ToLower(http.StatusText(status)))
+			w := &handshakeResponse{conn: &corkedConn{Conn: conn}, header: http.Header{}}
+			http.Error(w, "wsgate: "+strings.ToLower(http.StatusText(status)), status)
+			w.send()
 		}
 		conn.Close()
 		return
@@ -133,7 +135,6 @@ func (w *handshakeResponse) Write(p []byte) (int, error) {
 // Hijack hands the connection to gorilla, which writes the 101 to it.
 func (w *handshakeResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.hijacked = true
-	w.conn.cork = true
 	return w.conn, w.rw, nil
 }
 
@@ -151,26 +152,17 @@ func (w *handshakeResponse) send() {
 	w.conn.Conn.Write(b.Bytes())
 }
 
-// refuse answers a request that could not be read.
-func refuse(conn net.Conn, status int, text string) {
-	fmt.Fprintf(conn, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		status, http.StatusText(status), len(text), text)
-}
-
-// corkedConn is the connection as gorilla's Upgrader sees it: once
-// hijacked, it keeps what gorilla writes (the 101 response) for the client's
-// first frame, so that the handshake costs one write and nginx gets the 101
-// and the welcome in one read.
+// corkedConn is the connection as gorilla's Upgrader sees it. gorilla writes
+// only once it has hijacked the connection, and only the 101 response: the
+// conn keeps it for the client's first frame, so that the handshake costs
+// one write and nginx gets the 101 and the welcome in one read. Responses
+// to refused handshakes go to the Conn underneath (handshakeResponse.send).
 type corkedConn struct {
 	net.Conn
-	cork bool
 	held []byte
 }
 
 func (c *corkedConn) Write(p []byte) (int, error) {
-	if c.cork {
-		c.held = append(c.held, p...)
-		return len(p), nil
-	}
-	return c.Conn.Write(p)
+	c.held = append(c.held, p...)
+	return len(p), nil
 }
