@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/metrictest"
 )
 
 // TestBrowserDemo opens the demo page that `wsgate up` serves at "/" in
@@ -181,15 +183,9 @@ func discarded(t *testing.T, hc *http.Client, metricsURL string) int {
 	if code != 200 {
 		t.Fatalf("GET %s = %d", metricsURL, code)
 	}
-	for _, l := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(l, "wsgate_client_messages_discarded_total "); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatalf("%s: %q", metricsURL, l)
-			}
-			return n
-		}
+	v, found, err := metrictest.Sample(strings.NewReader(body), "wsgate_client_messages_discarded_total")
+	if err != nil || !found {
+		t.Fatalf("%s: wsgate_client_messages_discarded_total: %v\n%s", metricsURL, err, body)
 	}
-	t.Fatalf("%s has no wsgate_client_messages_discarded_total:\n%s", metricsURL, body)
-	return 0
+	return int(v)
 }

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wsgate/wsgate/internal/metrictest"
 	"github.com/wsgate/wsgate/internal/testapp"
 )
 
@@ -47,14 +47,11 @@ func metric(t *testing.T, pushHost, name string) float64 {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
+	v, _, err := metrictest.Sample(resp.Body, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return 0
+	return v
 }
 
 // Through nginx, to a backend on TCP and on a unix socket: connect carries

@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/metrictest"
 )
 
 // metricValue reads one sample from /metrics: name may carry labels exactly
@@ -24,17 +24,11 @@ func metricValue(t *testing.T, ts *testServer, name string) float64 {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", name, err)
-			}
-			return f
-		}
+	v, _, err := metrictest.Sample(resp.Body, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return 0
+	return v
 }
 
 func TestWelcomeURLs(t *testing.T) {
