@@ -31,6 +31,7 @@ import (
 
 type options struct {
 	target       string // "wsgate" or "nchan"
+	label        string // names the setup in the report; default target
 	wsURL        string // wsgate: ws://host:port/ws; nchan: ws://host:port/sub/
 	pubURL       string // nchan: http://host:port/pub/
 	clients      int
@@ -46,18 +47,21 @@ type options struct {
 // Result is what one run measured; field names are the JSON output.
 type Result struct {
 	Target         string  `json:"target"`
+	Label          string  `json:"label,omitempty"` // the setup, e.g. "wsgate-stream"; report groups by it
 	Clients        int     `json:"clients"`
 	HandshakesPerS float64 `json:"handshakes_per_s"`
 	HandshakeFails int     `json:"handshake_failures"`
 	BytesPerConn   float64 `json:"server_bytes_per_idle_conn"`
-	Pushes         int     `json:"pushes"`
-	PushesPerS     float64 `json:"pushes_per_s"`
-	Lost           int     `json:"lost"`
-	PushErrors     int     `json:"push_errors"`
-	P50ms          float64 `json:"p50_ms"`
-	P99ms          float64 `json:"p99_ms"`
-	MaxMs          float64 `json:"max_ms"`
-	BatchMsgsPerS  float64 `json:"batch_messages_per_s,omitempty"`
+	// Of that, by process name (nginx, wsgate); with -pid only.
+	BytesPerConnSplit map[string]float64 `json:"server_bytes_per_idle_conn_by_process,omitempty"`
+	Pushes            int                `json:"pushes"`
+	PushesPerS        float64            `json:"pushes_per_s"`
+	Lost              int                `json:"lost"`
+	PushErrors        int                `json:"push_errors"`
+	P50ms             float64            `json:"p50_ms"`
+	P99ms             float64            `json:"p99_ms"`
+	MaxMs             float64            `json:"max_ms"`
+	BatchMsgsPerS     float64            `json:"batch_messages_per_s,omitempty"`
 	// Server CPU time per handshake, per delivered push and per delivered
 	// batch message (µs), in all and by process name; with -pid only.
 	HandshakeCPU      float64            `json:"cpu_us_per_handshake,omitempty"`
@@ -72,6 +76,7 @@ type Result struct {
 func main() {
 	var o options
 	flag.StringVar(&o.target, "target", "wsgate", "wsgate or nchan")
+	flag.StringVar(&o.label, "label", "", "name of the setup measured, for the report (default: -target)")
 	flag.StringVar(&o.wsURL, "ws", "ws://127.0.0.1:8080/ws", "client URL (nchan: the subscriber prefix, ws://host:port/sub/)")
 	flag.StringVar(&o.pubURL, "pub", "", "nchan publisher prefix, http://host:port/pub/")
 	flag.IntVar(&o.clients, "clients", 8000, "idle clients to connect")
@@ -117,7 +122,7 @@ type sub struct {
 	id      string
 }
 
-// fmtSplit formats CPU µs by process name, e.g. "(nginx 80, wsgate 40)".
+// fmtSplit formats a figure by process name, e.g. "(nginx 80, wsgate 40)".
 func fmtSplit(split map[string]float64) string {
 	names := make([]string, 0, len(split))
 	for n := range split {
@@ -136,7 +141,7 @@ func progress(format string, args ...any) {
 }
 
 func run(o options) (Result, error) {
-	r := Result{Target: o.target, Clients: o.clients, Pushes: o.pushes}
+	r := Result{Target: o.target, Label: o.label, Clients: o.clients, Pushes: o.pushes}
 	base := memory(o.rootPID)
 	cpuBefore := cpu(o.rootPID)
 
@@ -196,8 +201,8 @@ func run(o options) (Result, error) {
 
 	time.Sleep(o.settle)
 	if o.rootPID > 0 {
-		r.BytesPerConn = float64(memory(o.rootPID)-base) / float64(len(subs))
-		progress("%s: %.0f bytes of server memory per idle connection", o.target, r.BytesPerConn)
+		r.BytesPerConn, r.BytesPerConnSplit = perConn(memory(o.rootPID), base, len(subs))
+		progress("%s: %.0f bytes of server memory per idle connection %s", o.target, r.BytesPerConn, fmtSplit(r.BytesPerConnSplit))
 	}
 
 	// Readers record each message's latency from the send time it carries.

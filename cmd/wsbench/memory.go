@@ -12,18 +12,35 @@ import (
 )
 
 // memory returns the proportional set size (PSS, bytes) of root and all its
-// descendants: nginx master and workers, sidecars. PSS splits shared pages
-// among the processes that share them, so the sum does not count them twice.
-// 0 when root is 0.
-func memory(root int) int64 {
+// descendants (nginx master and workers, sidecars) by command name. PSS
+// splits shared pages among the processes that share them, so the sum does
+// not count them twice. nil when root is 0.
+func memory(root int) map[string]int64 {
 	if root == 0 {
-		return 0
+		return nil
 	}
-	total := pss(root)
-	for _, pid := range proctree.Descendants(root) {
-		total += pss(pid)
+	m := map[string]int64{}
+	for _, pid := range append(proctree.Descendants(root), root) {
+		if comm, _, ok := proctree.CPU(pid); ok {
+			m[comm] += pss(pid)
+		}
 	}
-	return total
+	return m
+}
+
+// perConn returns the memory grown since before, in bytes per connection, in
+// total and by command name.
+func perConn(now, before map[string]int64, conns int) (total float64, split map[string]float64) {
+	if now == nil || conns == 0 {
+		return 0, nil
+	}
+	split = map[string]float64{}
+	for comm, b := range now {
+		per := float64(b-before[comm]) / float64(conns)
+		split[comm] = per
+		total += per
+	}
+	return total, split
 }
 
 // cpuTime is CPU time used by a process tree, by command name ("nginx",

@@ -13,7 +13,8 @@ func TestReport(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "results.json")
 	os.WriteFile(path, []byte(`{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":100,"server_bytes_per_idle_conn":3000,"pushes_per_s":50,"p50_ms":2,"p99_ms":9,"max_ms":20,"batch_messages_per_s":400,"cpu_us_per_handshake":300,"cpu_us_per_push":100,"cpu_us_per_batch_message":20}
 {"target":"nchan","clients":10,"pushes":100,"handshakes_per_s":80,"server_bytes_per_idle_conn":2000,"pushes_per_s":100,"p50_ms":1,"p99_ms":10,"max_ms":30,"cpu_us_per_handshake":100,"cpu_us_per_push":50}
-{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":120,"server_bytes_per_idle_conn":5000,"pushes_per_s":40,"p50_ms":3,"p99_ms":8,"max_ms":25,"batch_messages_per_s":600,"lost":2,"cpu_us_per_handshake":250}
+{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":120,"server_bytes_per_idle_conn":5000,"pushes_per_s":40,"p50_ms":3,"p99_ms":8,"max_ms":25,"batch_messages_per_s":600,"lost":2,"cpu_us_per_handshake":250,"cpu_us_per_handshake_by_process":{"nginx":150,"wsgate":100}}
+{"target":"wsgate","label":"wsgate-stream","clients":10,"pushes":100,"handshakes_per_s":90,"server_bytes_per_idle_conn":1500,"server_bytes_per_idle_conn_by_process":{"nginx":1000,"wsgate":500},"pushes_per_s":50}
 `), 0o644)
 	var out strings.Builder
 	if err := report(path, &out); err != nil {
@@ -27,12 +28,25 @@ func TestReport(t *testing.T) {
 		"push latency max ms                      20.0         30.0     0.67  -",
 		"batch msgs/s vs nchan pushes/s          600.0        100.0     6.00  >= 5.0x met",
 		"server CPU µs / handshake               250.0        100.0     2.50  -",
+		"  of which nginx                        150.0        100.0     1.50  -",
+		"  of which wsgate                       100.0        100.0     1.00  -",
 		"server CPU µs / push                    100.0         50.0     2.00  -",
 		"server CPU µs / batch message            20.0         50.0     0.40  -",
 		"lost: wsgate 2 (batch 0), nchan 0",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	_, stream, ok := strings.Cut(out.String(), "wsgate-stream against nchan")
+	for _, want := range []string{
+		"handshakes/s                             90.0         80.0     1.12  >= 1.0x met",
+		"server bytes / idle connection         1500.0       2000.0     0.75  <= 1.0x met",
+		"  of which nginx                       1000.0       2000.0     0.50  -",
+		"  of which wsgate                       500.0       2000.0     0.25  -",
+	} {
+		if !ok || !strings.Contains(stream, want) {
+			t.Errorf("stream table lacks %q:\n%s", want, out.String())
 		}
 	}
 	if err := report(filepath.Join(t.TempDir(), "none.json"), &out); err == nil {
