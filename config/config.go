@@ -88,7 +88,19 @@ type Nginx struct {
 	Binary            string `toml:"binary"`             // nginx executable for `up` and `check`
 	WorkerProcesses   int    `toml:"worker_processes"`   // 0: auto
 	WorkerConnections int    `toml:"worker_connections"` // per worker; a WebSocket holds two
+	// ClientProxy is how nginx carries client WebSockets: "http" (a
+	// location in an http server, the default) or "stream" (a TCP proxy
+	// on the listen addresses, stream module; the sidecar reads the
+	// upgrade itself, after a PROXY protocol header).
+	ClientProxy string `toml:"client_proxy"`
+	// StreamModule is the stream module the standalone config loads with
+	// client_proxy = "stream"; empty when nginx has it built in.
+	StreamModule string `toml:"stream_module"`
 }
+
+// Stream reports whether nginx carries client WebSockets with its stream
+// module (nginx.client_proxy = "stream") rather than an http location.
+func (c *Config) Stream() bool { return c.Nginx.ClientProxy == "stream" }
 
 // Default returns the built-in configuration, the one SPEC §3 documents.
 func Default() Config {
@@ -122,8 +134,14 @@ func Default() Config {
 			OnError:        "refuse",
 			MessageQueue:   64,
 		},
-		Log:   Log{Level: "info", Format: "text"},
-		Nginx: Nginx{Binary: "nginx", WorkerConnections: 16384},
+		Log: Log{Level: "info", Format: "text"},
+		Nginx: Nginx{
+			Binary:            "nginx",
+			WorkerConnections: 16384,
+			ClientProxy:       "http",
+			// Debian's libnginx-mod-stream.
+			StreamModule: "/usr/lib/nginx/modules/ngx_stream_module.so",
+		},
 	}
 }
 
@@ -308,6 +326,18 @@ func (c *Config) validate(e *fieldErrors) {
 	}
 	if c.Nginx.WorkerConnections < 64 || c.Nginx.WorkerConnections > 1<<19 {
 		e.add("nginx.worker_connections", "%d is out of range 64..524288", c.Nginx.WorkerConnections)
+	}
+	switch c.Nginx.ClientProxy {
+	case "http":
+	case "stream":
+		if c.Auth.URL != "" {
+			e.add("nginx.client_proxy", "\"stream\" cannot check handshakes with auth.url (auth_request is an http location's); use \"http\" or drop auth.url")
+		}
+	default:
+		e.add("nginx.client_proxy", "%q is not one of \"http\", \"stream\"", c.Nginx.ClientProxy)
+	}
+	if m := c.Nginx.StreamModule; m != "" && (!filepath.IsAbs(m) || strings.ContainsAny(m, ";{}'\"\\$#") || strings.ContainsFunc(m, unicode.IsSpace)) {
+		e.add("nginx.stream_module", "%q must be an absolute path without spaces or nginx metacharacters, or empty (stream built into nginx)", m)
 	}
 }
 

@@ -73,6 +73,19 @@ url = "unix:/run/app.sock:/auth"
 	}
 }
 
+func TestParseStream(t *testing.T) {
+	c, err := Parse(strings.NewReader("[nginx]\nclient_proxy = \"stream\"\nstream_module = \"\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Stream() || c.Nginx.StreamModule != "" {
+		t.Errorf("nginx %+v", c.Nginx)
+	}
+	if d := Default(); d.Stream() {
+		t.Errorf("the default is stream: %+v", d.Nginx)
+	}
+}
+
 func TestAdvertiseDefaultsToPushListen(t *testing.T) {
 	c := Default()
 	c.Push.Listen = []string{"127.0.0.1", "[::1]"}
@@ -159,6 +172,10 @@ func TestParseErrors(t *testing.T) {
 		{"[nginx]\nbinary = \"\"", "t.toml:2: nginx.binary:"},
 		{"[nginx]\nworker_processes = -1", "t.toml:2: nginx.worker_processes:"},
 		{"[nginx]\nworker_connections = 10", "t.toml:2: nginx.worker_connections:"},
+		{"[nginx]\nclient_proxy = \"tcp\"", `t.toml:2: nginx.client_proxy: "tcp" is not one of "http", "stream"`},
+		{"[auth]\nurl = \"http://127.0.0.1/a\"\n[nginx]\nclient_proxy = \"stream\"", "t.toml:4: nginx.client_proxy: \"stream\" cannot check handshakes with auth.url"},
+		{"[nginx]\nstream_module = \"ngx_stream_module.so\"", "t.toml:2: nginx.stream_module:"},
+		{"[nginx]\nstream_module = \"/m/a b.so\"", "t.toml:2: nginx.stream_module:"},
 		{"instance = 3", "t.toml:1: instance: unknown key"},
 		{"[push]\nmaxbody = 3", "t.toml:2: push.maxbody: unknown key"},
 		{"[pusj]\nmax_body = 3", "t.toml:1: pusj: unknown key"},

@@ -90,10 +90,11 @@ listen = [%q]
 port_base = %d
 max_body = "64KiB"
 max_batch = "256KiB"
+%s
 [nginx]
 worker_processes = 2
 worker_connections = 4096
-%s`, instances, filepath.Join(dir, "run"), client, topLevel(extra), host, base, tables(extra)))
+%s`, instances, filepath.Join(dir, "run"), client, topLevel(extra), host, base, tables(extra), nginxKeys(extra)))
 	g := &gateway{dir: dir, clientWS: "ws://" + client + "/ws", portBase: base, out: &syncBuffer{}}
 	args := []string{wsgateBin, "up", "-config", cfg, "-state", filepath.Join(dir, "state")}
 	if as != nil {
@@ -141,10 +142,15 @@ func topLevel(extra string) string {
 }
 
 func tables(extra string) string {
-	if i := strings.Index(extra, "["); i >= 0 {
-		return extra[i:]
-	}
-	return ""
+	t, _, _ := strings.Cut(extra[len(topLevel(extra)):], "[nginx]\n")
+	return t
+}
+
+// nginxKeys are the keys of extra's [nginx] table, its last, which join
+// the ones startUp sets there.
+func nginxKeys(extra string) string {
+	_, keys, _ := strings.Cut(extra, "[nginx]\n")
+	return keys
 }
 
 // stop sends SIGTERM to up and waits for it to exit.

@@ -126,3 +126,19 @@ func TestNginxAcceptsStandaloneUnprivileged(t *testing.T) {
 		})
 	}
 }
+
+// nginx -t accepts the stream configurations, as root and unprivileged, when
+// the stream module is installed (.ci/run installs it).
+func TestNginxAcceptsStream(t *testing.T) {
+	bin := nginxBinary(t)
+	c := config.Default()
+	c.Nginx.ClientProxy = "stream"
+	c.Listen = []string{"127.0.0.1:18083", "[::1]:18083"}
+	if _, err := os.Stat(c.Nginx.StreamModule); err != nil {
+		t.Skipf("skipping: no stream module (apt-get install libnginx-mod-stream): %v", err)
+	}
+	nginxTest(t, bin, c, nil)
+	if os.Geteuid() == 0 {
+		nginxTest(t, bin, c, &syscall.Credential{Uid: 65534, Gid: 65534})
+	}
+}

@@ -20,6 +20,7 @@ var templateFS embed.FS
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	"tok":    token,
 	"indent": indent,
+	"chomp":  func(s string) string { return strings.TrimSuffix(s, "\n") },
 }).ParseFS(templateFS, "templates/*.conf"))
 
 // timeoutMargin is how much longer nginx waits on a quiet WebSocket than
@@ -38,6 +39,8 @@ type view struct {
 	WS          []string // ws-<i>.sock paths
 	Auth        string   // proxy_pass target of the auth_request subrequest; "" without auth.url
 	Push        []push
+	Stream      bool     // nginx.client_proxy = "stream"
+	Listen      []string // client listen directive arguments (stream)
 }
 
 // push is one instance's push server.
@@ -52,6 +55,7 @@ func newView(c *config.Config) (*view, error) {
 		return nil, err
 	}
 	idle := c.WebSocket.IdleTimeout.D()
+	var err error
 	v := &view{
 		Location:    c.Location,
 		IdleTimeout: idle,
@@ -62,6 +66,10 @@ func newView(c *config.Config) (*view, error) {
 		// Measured: a peer takes under 1KiB of the zone, even with the
 		// longest runtime_dir.
 		ZoneKiB: 64 + c.Instances,
+		Stream:  c.Stream(),
+	}
+	if v.Listen, err = listenAll(c.Listen); err != nil {
+		return nil, err
 	}
 	if c.Auth.URL != "" {
 		v.Auth = c.Auth.URL
@@ -84,37 +92,62 @@ func newView(c *config.Config) (*view, error) {
 	return v, nil
 }
 
-// HTTP renders the http{}-level snippet: the Upgrade map, the wsgate_ws
-// upstream over every instance's ws socket, and for each instance a
-// wsgate_push_<i> upstream and the server{} that serves its push port.
+// HTTP renders the http{}-level snippet: the Upgrade map and the wsgate_ws
+// upstream over every instance's ws socket (not with client_proxy =
+// "stream"), and for each instance a wsgate_push_<i> upstream and the
+// server{} that serves its push port.
 func HTTP(c *config.Config) (string, error) {
 	return render("http.conf", c)
 }
 
 // Location renders the location{} block that proxies WebSockets at
 // c.Location to the sidecars, and with auth.url the internal location its
-// auth_request calls; it belongs in the user's own server{}.
+// auth_request calls; it belongs in the user's own server{}. Empty with
+// client_proxy = "stream", whose clients Stream serves.
 func Location(c *config.Config) (string, error) {
+	if c.Stream() {
+		return "", c.Validate()
+	}
 	return render("location.conf", c)
 }
 
-// parts renders the HTTP and the Location snippet.
-func parts(c *config.Config) (http, location string, err error) {
-	if http, err = HTTP(c); err != nil {
-		return "", "", err
+// Stream renders the main-level stream{} block that carries client
+// WebSockets on the listen addresses with client_proxy = "stream"; empty
+// otherwise.
+func Stream(c *config.Config) (string, error) {
+	if !c.Stream() {
+		return "", c.Validate()
 	}
-	location, err = Location(c)
-	return http, location, err
+	return render("stream.conf", c)
 }
 
-// Snippets renders what `wsgate nginx` prints: HTTP, then Location, each
-// introduced by a comment telling where to include it.
+// snippets are the rendered parts of a configuration.
+type snippets struct {
+	HTTP, Loc, Stream string
+}
+
+func parts(c *config.Config) (snippets, error) {
+	var p snippets
+	var err error
+	if p.HTTP, err = HTTP(c); err != nil {
+		return p, err
+	}
+	if p.Loc, err = Location(c); err != nil {
+		return p, err
+	}
+	p.Stream, err = Stream(c)
+	return p, err
+}
+
+// Snippets renders what `wsgate nginx` prints: HTTP, then Location (or
+// Stream first, with client_proxy = "stream"), each introduced by a comment
+// telling where to include it.
 func Snippets(c *config.Config) (string, error) {
-	h, l, err := parts(c)
+	p, err := parts(c)
 	if err != nil {
 		return "", err
 	}
-	return execute("snippets.conf", map[string]string{"HTTP": h, "Location": l})
+	return execute("snippets.conf", p)
 }
 
 func render(name string, c *config.Config) (string, error) {
@@ -183,6 +216,19 @@ func listen(hostport string) (string, error) {
 		return "", err
 	}
 	return host + ":" + port + opt, nil
+}
+
+// listenAll is listen for each of the client listen addresses.
+func listenAll(addrs []string) ([]string, error) {
+	var ls []string
+	for _, a := range addrs {
+		l, err := listen(a)
+		if err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
 }
 
 // indent prefixes every non-empty line of s with n spaces.

@@ -292,3 +292,52 @@ func TestAuthRequest(t *testing.T) {
 		}
 	}
 }
+
+// With client_proxy = "stream", clients are a stream server on the listen
+// addresses sending PROXY headers; http keeps only the push servers, and
+// there is no location to include.
+func TestStream(t *testing.T) {
+	c := config.Default()
+	c.Nginx.ClientProxy = "stream"
+	c.Listen = []string{"[::]:8443", "0.0.0.0:8443"}
+	s, err := Standalone(&c, Options{StateDir: "/tmp/x", WebRoot: "/tmp/x/www"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{
+		"load_module /usr/lib/nginx/modules/ngx_stream_module.so;", "stream {", "upstream wsgate_ws {", "least_conn;",
+		"server unix:/run/wsgate/ws-4.sock max_fails=2 fail_timeout=5s;", "listen [::]:8443 ipv6only=on;", "listen 0.0.0.0:8443;",
+		"proxy_pass wsgate_ws;", "proxy_protocol on;", "proxy_next_upstream_tries 4;", "proxy_timeout 420s;",
+		"proxy_buffer_size 1k;", "upstream wsgate_push_4 {", "listen 127.0.0.1:48778;",
+	} {
+		if !hasDirective(s, d) {
+			t.Errorf("missing %q", d)
+		}
+	}
+	for _, absent := range []string{"location /ws {", "location = / {", "map $http_upgrade", "request_pool_size"} {
+		if strings.Contains(s, absent) {
+			t.Errorf("has %q:\n%s", absent, s)
+		}
+	}
+	if strings.Index(s, "load_module") > strings.Index(s, "events {") || strings.Index(s, "stream {") > strings.Index(s, "http {") {
+		t.Errorf("load_module must come first, stream{} outside http{}:\n%s", s)
+	}
+
+	c.Nginx.StreamModule = "" // built into nginx
+	if s, err = Standalone(&c, Options{StateDir: "/tmp/x"}); err != nil || strings.Contains(s, "load_module") {
+		t.Errorf("stream built in: %v\n%s", err, s)
+	}
+
+	snip, err := Snippets(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	main, http, ok := strings.Cut(snip, "# --- 2. http{} level")
+	if !ok || !strings.Contains(main, "# --- 1. main level") || !strings.Contains(main, "stream {") || !strings.Contains(http, "upstream wsgate_push_1 {") ||
+		strings.Contains(http, "stream {") || strings.Contains(snip, "location /ws") || strings.Contains(snip, "load_module") {
+		t.Errorf("snippets:\n%s", snip)
+	}
+	if l, err := Location(&c); err != nil || l != "" {
+		t.Errorf("location snippet %q, %v; want none", l, err)
+	}
+}

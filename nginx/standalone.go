@@ -62,14 +62,16 @@ type standalone struct {
 	RlimitNofile      int
 	Listen            []string
 	Location          string
-	HTTP, Loc         string
-	Scripts           []string // served from WebRoot
+	LoadModule        string // stream module to load; "" for none
+	snippets
+	Scripts []string // served from WebRoot
 }
 
 // Standalone renders a complete nginx.conf that runs in the foreground with
 // everything it writes under o.StateDir: the HTTP snippet, and one server on
 // every c.Listen address with the Location snippet and, at "/", the demo
-// page in o.WebRoot or a one-line text page. Test it with
+// page in o.WebRoot or a one-line text page; with client_proxy = "stream",
+// the Stream snippet on the c.Listen addresses instead of that server. Test it with
 // `nginx -t -p STATEDIR -c FILE`.
 func Standalone(c *config.Config, o Options) (string, error) {
 	if !filepath.IsAbs(o.StateDir) {
@@ -78,7 +80,7 @@ func Standalone(c *config.Config, o Options) (string, error) {
 	if o.WebRoot != "" && !filepath.IsAbs(o.WebRoot) {
 		return "", fmt.Errorf("nginx: web root %q is not an absolute path", o.WebRoot)
 	}
-	h, l, err := parts(c)
+	p, err := parts(c)
 	if err != nil {
 		return "", err
 	}
@@ -91,19 +93,17 @@ func Standalone(c *config.Config, o Options) (string, error) {
 		// headroom for listening sockets, logs and temp files.
 		RlimitNofile: c.Nginx.WorkerConnections + extraFiles,
 		Location:     c.Location,
-		HTTP:         h,
-		Loc:          l,
+		snippets:     p,
 		Scripts:      web.Scripts,
+	}
+	if c.Stream() {
+		s.LoadModule = c.Nginx.StreamModule
 	}
 	if n := c.Nginx.WorkerProcesses; n > 0 {
 		s.WorkerProcesses = fmt.Sprint(n)
 	}
-	for _, a := range c.Listen {
-		l, err := listen(a)
-		if err != nil {
-			return "", fmt.Errorf("listen: %w", err)
-		}
-		s.Listen = append(s.Listen, l)
+	if s.Listen, err = listenAll(c.Listen); err != nil {
+		return "", err
 	}
 	return execute("standalone.conf", s)
 }

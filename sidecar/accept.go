@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,7 +75,16 @@ func (s *Server) handshake(conn net.Conn) {
 		handshakeWriters.Put(bw)
 	}()
 
-	r, err := http.ReadRequest(br)
+	// With the stream module in front, the client's address comes first.
+	var client netip.AddrPort
+	var err error
+	if s.proxyProtocol {
+		client, err = readProxyHeader(br)
+	}
+	var r *http.Request
+	if err == nil {
+		r, err = http.ReadRequest(br)
+	}
 	if err != nil {
 		status := http.StatusBadRequest
 		if limited.N == 0 {
@@ -89,7 +99,9 @@ func (s *Server) handshake(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	if a := conn.RemoteAddr(); a != nil {
+	if s.proxyProtocol {
+		setClientAddr(r, client)
+	} else if a := conn.RemoteAddr(); a != nil {
 		r.RemoteAddr = a.String()
 	}
 	w := &handshakeResponse{conn: &corkedConn{Conn: conn}, rw: bufio.NewReadWriter(br, bw), header: http.Header{}}

@@ -53,6 +53,9 @@ type Server struct {
 	pingInterval time.Duration
 	idleTimeout  time.Duration
 	writeTimeout time.Duration
+	// proxyProtocol: each ws connection starts with a PROXY protocol
+	// header (nginx.client_proxy = "stream").
+	proxyProtocol bool
 
 	// Ids whose handshake is at the upstream's connect or after it, to a
 	// channel closed once the client is registered or the handshake
@@ -75,23 +78,24 @@ func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
 // New returns the server for instance of a validated configuration.
 func New(c *config.Config, instance int, log *slog.Logger, opts ...Option) *Server {
 	s := &Server{
-		cfg:          c,
-		instance:     instance,
-		log:          log.With("instance", instance),
-		reg:          newRegistry(),
-		welcome:      newWelcomer(c, instance),
-		epoch:        time.Now(),
-		version:      "dev",
-		location:     c.Location,
-		maxBody:      int64(c.Push.MaxBody),
-		maxBatch:     int64(c.Push.MaxBatch),
-		maxMessage:   int64(c.WebSocket.MaxMessage),
-		queueLen:     c.WebSocket.SendQueue,
-		queueBytes:   int64(c.WebSocket.SendQueueBytes),
-		dropSlow:     c.WebSocket.SlowClient == "drop",
-		pingInterval: c.WebSocket.PingInterval.D(),
-		idleTimeout:  c.WebSocket.IdleTimeout.D(),
-		writeTimeout: c.WebSocket.WriteTimeout.D(),
+		cfg:           c,
+		instance:      instance,
+		log:           log.With("instance", instance),
+		reg:           newRegistry(),
+		welcome:       newWelcomer(c, instance),
+		epoch:         time.Now(),
+		version:       "dev",
+		location:      c.Location,
+		maxBody:       int64(c.Push.MaxBody),
+		maxBatch:      int64(c.Push.MaxBatch),
+		maxMessage:    int64(c.WebSocket.MaxMessage),
+		queueLen:      c.WebSocket.SendQueue,
+		queueBytes:    int64(c.WebSocket.SendQueueBytes),
+		dropSlow:      c.WebSocket.SlowClient == "drop",
+		pingInterval:  c.WebSocket.PingInterval.D(),
+		idleTimeout:   c.WebSocket.IdleTimeout.D(),
+		writeTimeout:  c.WebSocket.WriteTimeout.D(),
+		proxyProtocol: c.Stream(),
 	}
 	for _, o := range opts {
 		o(s)

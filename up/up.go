@@ -242,14 +242,16 @@ func waitListening(ctx context.Context, addr string, ngx *child) error {
 func banner(w io.Writer, c *config.Config, n int) {
 	host := c.Listen[0]
 	pushHost := c.AdvertiseHosts()[0]
-	fmt.Fprintf(w, `wsgate is up: %d sidecars behind nginx.
-  Demo page: http://%s/
-  WebSocket clients: ws://%s%s
+	fmt.Fprintf(w, "wsgate is up: %d sidecars behind nginx.\n", n)
+	if !c.Stream() { // a stream server has no page to serve
+		fmt.Fprintf(w, "  Demo page: http://%s/\n", host)
+	}
+	fmt.Fprintf(w, `  WebSocket clients: ws://%s%s
   Each client's first message is its push URL, http://ID@%s:%d%s (one push port per sidecar:
   %d..%d). Push to it:
     curl -d 'hello' http://ID@%s:%d%s
   Metrics of sidecar 1: curl http://%s:%d/metrics
 Stop with Ctrl-C.
-`, n, host, host, c.Location, pushHost, c.PushPort(1), c.Location, c.PushPort(1), c.PushPort(n),
+`, host, c.Location, pushHost, c.PushPort(1), c.Location, c.PushPort(1), c.PushPort(n),
 		pushHost, c.PushPort(1), c.Location, pushHost, c.PushPort(1))
 }
