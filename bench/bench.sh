@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make bench: the same workload against wsgate (`wsgate up`: nginx + 2
-# sidecars) and Nchan (nginx with libnginx-mod-nchan), alternating
-# wsgate/Nchan/wsgate/Nchan on loopback, then each figure as a ratio
+# sidecars), once with clients through an http location (the default) and
+# once through nginx's stream module (nginx.client_proxy = "stream"), and
+# against Nchan (nginx with libnginx-mod-nchan), alternating
+# wsgate/wsgate-stream/Nchan on loopback, then each figure as a ratio
 # wsgate/Nchan from the best run of each. Knobs: CLIENTS, PUSHES, PUSHERS,
 # CONC, SIZE, BATCH, ROUNDS; WSGATE_ENV adds environment to `wsgate up`
 # (e.g. WSGATE_ENV=GOMAXPROCS=1).
@@ -10,16 +12,22 @@ cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-8000} PUSHES=${PUSHES:-30000} PUSHERS=${PUSHERS:-32} CONC=${CONC:-64}
 SIZE=${SIZE:-64} BATCH=${BATCH:-100} ROUNDS=${ROUNDS:-2}
 NCHAN_MOD=/usr/lib/nginx/modules/ngx_nchan_module.so
+STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
 export PATH="$PATH:/usr/sbin"
 
-if [ ! -f "$NCHAN_MOD" ]; then
+# install MODULE PACKAGE: apt-get installs PACKAGE when MODULE is missing
+# and it can.
+install() {
+  [ -f "$1" ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "bench: installing libnginx-mod-nchan" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnginx-mod-nchan >&2
+    echo "bench: installing $2" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
   else
-    echo "bench: Nchan is not installed (apt-get install libnginx-mod-nchan); measuring wsgate alone" >&2
+    echo "bench: $2 is not installed (apt-get install $2); skipping what needs it" >&2
   fi
-fi
+}
+install "$NCHAN_MOD" libnginx-mod-nchan
+install "$STREAM_MOD" libnginx-mod-stream
 
 state=$(mktemp -d /tmp/wsgate-bench.XXXXXX)
 chmod 755 "$state"
@@ -43,6 +51,11 @@ port_base = 18775
 worker_processes = 2
 worker_connections = 18900
 EOT
+# The same with clients through the stream module, on another port ([nginx]
+# is the last table).
+{ sed 's/127.0.0.1:18080/127.0.0.1:18081/' "$state/wsgate.toml"; echo 'client_proxy = "stream"'; } > "$state/wsgate-stream.toml"
+setups=(wsgate)
+[ -f "$STREAM_MOD" ] && setups+=(wsgate-stream)
 have_nchan=
 if [ -f "$NCHAN_MOD" ]; then
   have_nchan=1
@@ -74,9 +87,9 @@ fi
 
 # Each round starts both servers afresh, so that memory is measured on a
 # server that never held clients before (a process keeps freed memory).
-start_wsgate() {
+start_wsgate() { # SETUP: wsgate or wsgate-stream
   rm -rf "$state/up"
-  env ${WSGATE_ENV:-} bin/wsgate up -config "$state/wsgate.toml" -state "$state/up" > "$state/up.log" 2>&1 &
+  env ${WSGATE_ENV:-} bin/wsgate up -config "$state/$1.toml" -state "$state/up" > "$state/up.log" 2>&1 &
   wsgate_pid=$!
   for _ in $(seq 100); do
     grep -q "wsgate is up" "$state/up.log" && return 0
@@ -98,11 +111,14 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 common=(-clients "$CLIENTS" -pushes "$PUSHES" -p "$PUSHERS" -c "$CONC" -size "$SIZE" -json)
 : > "$state/results.json"
 for round in $(seq "$ROUNDS"); do
-  echo "bench: round $round: wsgate" >&2
-  start_wsgate
-  sleep 0.5
-  bin/wsbench -target wsgate -ws ws://127.0.0.1:18080/ws -batch "$BATCH" -pid "$wsgate_pid" "${common[@]}" >> "$state/results.json"
-  stop "$wsgate_pid"
+  for setup in "${setups[@]}"; do
+    echo "bench: round $round: $setup" >&2
+    start_wsgate "$setup"
+    sleep 0.5
+    port=18080; [ "$setup" = wsgate-stream ] && port=18081
+    bin/wsbench -target wsgate -label "$setup" -ws "ws://127.0.0.1:$port/ws" -batch "$BATCH" -pid "$wsgate_pid" "${common[@]}" >> "$state/results.json"
+    stop "$wsgate_pid"
+  done
   if [ -n "$have_nchan" ]; then
     echo "bench: round $round: nchan" >&2
     start_nchan
