@@ -131,6 +131,23 @@ func TestNginx(t *testing.T) {
 	if code, _, stderr := run(t, "nginx", "-part", "server"); code != 1 || !strings.Contains(stderr, `-part "server"`) {
 		t.Errorf("wsgate nginx -part server: exit %d %s", code, stderr)
 	}
+	if code, _, stderr := run(t, "nginx", "-config", path, "-part", "stream"); code != 1 || !strings.Contains(stderr, `its snippets are "http" and "location"`) {
+		t.Errorf("wsgate nginx -part stream of an http config: exit %d %s", code, stderr)
+	}
+	stream := writeFile(t, t.TempDir(), "stream.toml", "[nginx]\nclient_proxy = \"stream\"\n")
+	sc, err := config.Load(stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, err = nginx.Stream(&sc); err != nil || !strings.Contains(want, "proxy_protocol on;") {
+		t.Fatalf("%v\n%s", err, want)
+	}
+	if code, stdout, stderr := run(t, "nginx", "-config", stream, "-part", "stream"); code != 0 || stdout != want {
+		t.Errorf("wsgate nginx -part stream: exit %d, printed\n%s%s\nwant\n%s", code, stdout, stderr, want)
+	}
+	if code, _, stderr := run(t, "nginx", "-config", stream, "-part", "location"); code != 1 || !strings.Contains(stderr, `its snippets are "stream" and "http"`) {
+		t.Errorf("wsgate nginx -part location of a stream config: exit %d %s", code, stderr)
+	}
 
 	def := config.Default()
 	if want, err = nginx.Snippets(&def); err != nil {

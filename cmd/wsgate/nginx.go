@@ -16,13 +16,13 @@ func runNginx(args []string) error {
 	cfgPath := fs.String("config", "", "TOML configuration `file` (default: the built-in defaults)")
 	standalone := fs.Bool("standalone", false, "print a complete nginx.conf instead of the snippets for your own nginx")
 	state := fs.String("state", filepath.Join(os.TempDir(), "wsgate"), "`dir`ectory for the standalone nginx's pid file, error log and temp files")
-	part := fs.String("part", "", "print only one snippet: \"http\" (for http{}) or \"location\" (for your server{})")
+	part := fs.String("part", "", "print only one snippet: \"http\" (for http{}), \"location\" (for your server{}) or, with nginx.client_proxy = \"stream\", \"stream\" (for nginx.conf's main level)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return errors.New("usage: wsgate nginx [-config FILE] [-part http|location | -standalone [-state DIR]]")
+		return errors.New("usage: wsgate nginx [-config FILE] [-part http|location|stream | -standalone [-state DIR]]")
 	}
 	c, err := loadConfig(*cfgPath)
 	if err != nil {
@@ -32,10 +32,15 @@ func runNginx(args []string) error {
 	switch {
 	case *part == "http":
 		out, err = nginx.HTTP(&c)
+	case *part == "location" && c.Stream(), *part == "stream" && !c.Stream():
+		return fmt.Errorf("-part %s: nginx.client_proxy is %q; its snippets are %s", *part, c.Nginx.ClientProxy,
+			map[bool]string{true: "\"stream\" and \"http\"", false: "\"http\" and \"location\""}[c.Stream()])
 	case *part == "location":
 		out, err = nginx.Location(&c)
+	case *part == "stream":
+		out, err = nginx.Stream(&c)
 	case *part != "":
-		return fmt.Errorf("-part %q: want \"http\" or \"location\"", *part)
+		return fmt.Errorf("-part %q: want \"http\", \"location\" or \"stream\"", *part)
 	case *standalone:
 		dir, err := filepath.Abs(*state)
 		if err != nil {
