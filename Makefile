@@ -77,7 +77,8 @@ clean:
 # to $(PREFIX)/bin/wsgate and $(SYSCONFDIR)/wsgate/wsgate.toml. An existing
 # wsgate.toml is kept; the nginx snippets are rendered from it every time,
 # `wsgate nginx -part http` into $(NGINXDIR)/conf.d/wsgate.conf and
-# `-part location` into $(NGINXDIR)/snippets/wsgate-location.conf.
+# `-part location` into $(NGINXDIR)/snippets/wsgate-location.conf, or with
+# nginx.client_proxy = "stream", `-part stream` into $(NGINXDIR)/wsgate-stream.conf.
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
@@ -102,12 +103,19 @@ install: build
 		install -m 0644 systemd/wsgate.toml $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml; \
 	fi
 	$(DESTDIR)$(PREFIX)/bin/wsgate nginx -config $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml -part http > $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp
-	$(DESTDIR)$(PREFIX)/bin/wsgate nginx -config $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml -part location > $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp
-	chmod 0644 $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp
+	chmod 0644 $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp
 	mv -f $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf
-	mv -f $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf.tmp $(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf
+	@bin=$(DESTDIR)$(PREFIX)/bin/wsgate; cfg=$(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml; \
+	stream=$(DESTDIR)$(NGINXDIR)/wsgate-stream.conf; loc=$(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf; \
+	if $$bin nginx -config $$cfg -part stream > $$stream.tmp 2>/dev/null; then \
+		chmod 0644 $$stream.tmp && mv -f $$stream.tmp $$stream && echo "wsgate nginx -part stream > $$stream" && \
+		echo "next: systemctl enable --now wsgate.target, include $(NGINXDIR)/wsgate-stream.conf at the main level of nginx.conf (outside http{}, with the stream module loaded), reload nginx (systemd/README.md)"; \
+	else \
+		rm -f $$stream.tmp; echo "wsgate nginx -part location > $$loc"; \
+		$$bin nginx -config $$cfg -part location > $$loc.tmp && chmod 0644 $$loc.tmp && mv -f $$loc.tmp $$loc && \
+		echo "next: systemctl enable --now wsgate.target, include snippets/wsgate-location.conf in your server{}, reload nginx (systemd/README.md)"; \
+	fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then echo "systemctl daemon-reload"; systemctl daemon-reload; fi
-	@echo "next: systemctl enable --now wsgate.target, include snippets/wsgate-location.conf in your server{}, reload nginx (systemd/README.md)"
 
 # Boots a Debian 12 container under systemd-nspawn and tests the installed
 # units for real (root only; builds and caches the rootfs on first use).
