@@ -323,7 +323,19 @@ func TestStream(t *testing.T) {
 		t.Errorf("load_module must come first, stream{} outside http{}:\n%s", s)
 	}
 
+	c.Nginx.StreamModule = "/nonexistent/ngx_stream_module.so"
+	if err := Modules(&c); err == nil || !strings.Contains(err.Error(), "libnginx-mod-stream") {
+		t.Errorf("a missing stream module: %v", err)
+	}
+	c.Nginx.ClientProxy = "http"
+	if err := Modules(&c); err != nil {
+		t.Errorf("http needs no module: %v", err)
+	}
+	c.Nginx.ClientProxy = "stream"
 	c.Nginx.StreamModule = "" // built into nginx
+	if err := Modules(&c); err != nil {
+		t.Errorf("stream built in: %v", err)
+	}
 	if s, err = Standalone(&c, Options{StateDir: "/tmp/x"}); err != nil || strings.Contains(s, "load_module") {
 		t.Errorf("stream built in: %v\n%s", err, s)
 	}

@@ -108,6 +108,17 @@ func Standalone(c *config.Config, o Options) (string, error) {
 	return execute("standalone.conf", s)
 }
 
+// Modules checks that the dynamic modules the standalone config loads are
+// installed: with client_proxy = "stream", nginx.stream_module.
+func Modules(c *config.Config) error {
+	if m := c.Nginx.StreamModule; c.Stream() && m != "" {
+		if _, err := os.Stat(m); err != nil {
+			return fmt.Errorf("nginx.stream_module: %w (Debian: apt-get install libnginx-mod-stream; \"\" when nginx has the stream module built in)", err)
+		}
+	}
+	return nil
+}
+
 // Binary finds the nginx executable: nginx.binary looked up in PATH, or
 // else /usr/sbin/nginx, which is often missing from a user's PATH.
 func Binary(c *config.Config) (string, error) {

@@ -59,6 +59,9 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	if err := nginx.Modules(c); err != nil {
+		return err
+	}
 	// nginx workers may run as another user (www-data when up runs as
 	// root): they must be able to reach the sockets.
 	for _, d := range []string{o.StateDir, c.RuntimeDir} {

@@ -46,6 +46,9 @@ func runCheck(args []string) error {
 		fmt.Printf("%v: nginx -t skipped\n", err)
 		return nil
 	}
+	if err := nginx.Modules(&c); err != nil {
+		return err
+	}
 	file := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return err

@@ -83,6 +83,10 @@ func TestCheck(t *testing.T) {
 	if noNginx != nil {
 		t.Skipf("skipping the nginx -t failures: %v", noNginx)
 	}
+	nomod := writeFile(t, dir, "nomod.toml", "[nginx]\nclient_proxy = \"stream\"\nstream_module = \"/nonexistent/ngx_stream_module.so\"\n")
+	if code, stdout, stderr := run(t, "check", "-config", nomod); code != 1 || !strings.Contains(stderr, "apt-get install libnginx-mod-stream") {
+		t.Errorf("check with a missing stream module: exit %d, want 1 naming the package\n%s%s", code, stdout, stderr)
+	}
 	for name, toml := range map[string]string{
 		// Config validation cannot see that localhost is 127.0.0.1; nginx
 		// -t fails on the duplicate.
