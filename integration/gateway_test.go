@@ -339,16 +339,7 @@ func TestUpShutdown(t *testing.T) {
 	if len(procs) < 4 { // 2 sidecars, nginx master, at least one worker
 		t.Fatalf("processes under up: %v", procs)
 	}
-	codes := make(chan int, len(conns))
-	for _, c := range conns {
-		go func() { codes <- closeCode(t, c) }()
-	}
-	g.stop(t)
-	for range conns {
-		if code := <-codes; code != websocket.CloseServiceRestart {
-			t.Fatalf("close %d, want 1012", code)
-		}
-	}
+	g.stopExpecting1012(t, conns)
 	waitFor(t, 10*time.Second, "no process left", func() bool { return len(alive(procs)) == 0 })
 }
 

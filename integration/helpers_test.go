@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -154,6 +155,16 @@ func readMsg(t *testing.T, c *websocket.Conn) (int, []byte) {
 // fails when it ends without a close frame.
 func closeCode(t *testing.T, c *websocket.Conn) int {
 	t.Helper()
+	code, err := readClose(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// readClose reads until the connection ends and returns its close code;
+// it is closeCode for goroutines other than the test's.
+func readClose(c *websocket.Conn) (int, error) {
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
 		_, _, err := c.ReadMessage()
@@ -161,9 +172,9 @@ func closeCode(t *testing.T, c *websocket.Conn) int {
 			continue
 		}
 		if ce, ok := err.(*websocket.CloseError); ok {
-			return ce.Code
+			return ce.Code, nil
 		}
-		t.Fatalf("connection ended without a close frame: %v", err)
+		return 0, fmt.Errorf("connection ended without a close frame: %v", err)
 	}
 }
 

@@ -87,16 +87,7 @@ stream_module = %q
 				}
 			}
 
-			codes := make(chan int, clients)
-			for _, c := range conns {
-				go func() { codes <- closeCode(t, c) }()
-			}
-			g.stop(t)
-			for range conns {
-				if code := <-codes; code != websocket.CloseServiceRestart {
-					t.Fatalf("close %d, want 1012", code)
-				}
-			}
+			g.stopExpecting1012(t, conns)
 		})
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/wsgate/wsgate/internal/proctree"
 )
 
@@ -168,6 +170,28 @@ func (g *gateway) stop(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		g.cmd.Process.Kill()
 		t.Fatal("wsgate up did not exit after SIGTERM")
+	}
+}
+
+// stopExpecting1012 stops up while every conn waits for its close, and
+// fails unless each got code 1012 (service restart).
+func (g *gateway) stopExpecting1012(t *testing.T, conns []*websocket.Conn) {
+	t.Helper()
+	errs := make(chan error, len(conns))
+	for _, c := range conns {
+		go func() {
+			code, err := readClose(c)
+			if err == nil && code != websocket.CloseServiceRestart {
+				err = fmt.Errorf("close %d, want 1012", code)
+			}
+			errs <- err
+		}()
+	}
+	g.stop(t)
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
