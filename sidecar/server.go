@@ -285,9 +285,10 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 	// through nginx as a refused connection.
 	s.clients.Add(1)
 	id := newID()
+	start := time.Now()
 	var greeting *frame
-	if s.up != nil {
-		var ok bool
+	connected := false // the upstream accepted connect: a disconnect must follow
+	if s.up != nil && s.up.asked(r) {
 		// The backend learns the id from connect and may push the moment
 		// it has replied, before its reply even reaches us.
 		done := make(chan struct{})
@@ -296,32 +297,38 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 			s.handshakes.Delete(id)
 			close(done)
 		}()
-		if greeting, ok = s.up.connect(w, r, id); !ok {
+		if greeting, connected = s.up.connect(w, r, id); !connected {
 			s.clients.Done()
 			return nil // refused by the upstream
 		}
 	}
+	// fail ends a handshake that failed after connect was accepted, which
+	// must still be paired with a disconnect.
+	fail := func() *client {
+		s.clients.Done()
+		if connected && s.up.onDisconnect {
+			s.up.disconnect(&client{id: id, srv: s, start: start}, closeAbnormal, "")
+		}
+		return nil
+	}
 	// gorilla checks the handshake and writes the 101, which w holds back
 	// for the first frame; its Conn is not used after that (see wsConn).
 	if _, err := s.upgrader.Upgrade(w, r, nil); err != nil {
-		s.clients.Done()
-		return nil // s.handshakeError answered and counted it
+		return fail() // s.handshakeError answered and counted it
 	}
 	conn := w.conn.Conn
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		conn.Close()
-		s.clients.Done()
 		s.log.Error("WebSocket listener gives connections without a file descriptor")
-		return nil
+		return fail()
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
 		conn.Close()
-		s.clients.Done()
-		return nil
+		return fail()
 	}
-	c := &client{id: id, srv: s, ws: newWSConn(conn, w.conn.held), raw: raw, remote: remoteAddr(r), start: time.Now()}
+	c := &client{id: id, srv: s, ws: newWSConn(conn, w.conn.held), raw: raw, remote: remoteAddr(r), start: start}
 	c.fr.max, c.fr.keep = s.maxMessage, s.up != nil && s.up.onMessage
 	now := s.now()
 	c.lastRecv.Store(now)

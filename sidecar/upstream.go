@@ -169,15 +169,17 @@ func errorReason(err error) string {
 	return "unreachable"
 }
 
+// asked reports whether handshake r is sent to the backend as connect:
+// with the connect event on, for WebSocket handshakes the Origin check
+// allows. The rest are left to the upgrader.
+func (u *upstream) asked(r *http.Request) bool {
+	return u.onConnect && websocket.IsWebSocketUpgrade(r) && u.srv.checkOrigin(r)
+}
+
 // connect asks the backend whether to accept the handshake r as client
 // id. It returns ok false after refusing the handshake itself, and a
-// greeting frame when a 2xx reply had a body. Requests that are not
-// WebSocket handshakes, or that the upgrader refuses by Origin, are left to
-// the upgrader and not sent.
+// greeting frame when a 2xx reply had a body.
 func (u *upstream) connect(w http.ResponseWriter, r *http.Request, id string) (greeting *frame, ok bool) {
-	if !u.onConnect || !websocket.IsWebSocketUpgrade(r) || !u.srv.checkOrigin(r) {
-		return nil, true
-	}
 	h := u.header(id)
 	for _, name := range u.forward {
 		if v := r.Header.Values(name); len(v) > 0 {

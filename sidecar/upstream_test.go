@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -603,5 +604,42 @@ func TestUpstreamConnectClientGone(t *testing.T) {
 	e := b.Next(t)
 	if e.Kind() != "disconnect" || e.Header.Get("Wsgate-Id") != connect.Header.Get("Wsgate-Id") || e.Header.Get("Wsgate-Close-Code") != "1006" {
 		t.Fatalf("after a client gone during connect: %q for %q, code %q", e.Kind(), e.Header.Get("Wsgate-Id"), e.Header.Get("Wsgate-Close-Code"))
+	}
+}
+
+// A handshake the backend accepted at connect but the upgrade then
+// refuses still gets its disconnect (1006): every accepted connect is
+// paired with one, so a client cannot grow the backend's state by failing
+// its handshakes.
+func TestUpstreamHandshakeFailsAfterConnect(t *testing.T) {
+	for name, req := range map[string]string{
+		"bad version":       strings.Replace(upgradeRequest, "Version: 13", "Version: 12", 1) + "\r\n",
+		"data before reply": upgradeRequest + "\r\n\x81\x85early",
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+				w.WriteHeader(http.StatusNoContent)
+			})
+			ts := upstreamServer(t, b, nil)
+			conn, err := net.Dial("unix", ts.wsPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(conn, req)
+			resp, _ := io.ReadAll(conn)
+			if strings.HasPrefix(string(resp), "HTTP/1.1 101") {
+				t.Fatalf("handshake accepted: %q", resp)
+			}
+			connect, e := b.Next(t), b.Next(t)
+			if connect.Kind() != "connect" || e.Kind() != "disconnect" ||
+				e.Header.Get("Wsgate-Id") != connect.Header.Get("Wsgate-Id") || e.Header.Get("Wsgate-Close-Code") != "1006" {
+				t.Fatalf("events %q then %q for %q, code %q", connect.Kind(), e.Kind(), e.Header.Get("Wsgate-Id"), e.Header.Get("Wsgate-Close-Code"))
+			}
+			if ts.Connections() != 0 {
+				t.Fatal("a failed handshake made a client")
+			}
+		})
 	}
 }
