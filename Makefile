@@ -78,7 +78,9 @@ clean:
 # wsgate.toml is kept; the nginx snippets are rendered from it every time,
 # `wsgate nginx -part http` into $(NGINXDIR)/conf.d/wsgate.conf and
 # `-part location` into $(NGINXDIR)/snippets/wsgate-location.conf, or with
-# nginx.client_proxy = "stream", `-part stream` into $(NGINXDIR)/wsgate-stream.conf.
+# nginx.client_proxy = "stream", `-part stream` into $(NGINXDIR)/wsgate-stream.conf
+# (for inclusion inside stream{}). The other mode's file, if left from
+# before, is named in a warning: nginx.conf includes it, so it is not removed.
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
@@ -109,11 +111,13 @@ install: build
 	stream=$(DESTDIR)$(NGINXDIR)/wsgate-stream.conf; loc=$(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf; \
 	if $$bin nginx -config $$cfg -part stream > $$stream.tmp 2>/dev/null; then \
 		chmod 0644 $$stream.tmp && mv -f $$stream.tmp $$stream && echo "wsgate nginx -part stream > $$stream" && \
-		echo "next: systemctl enable --now wsgate.target, include $(NGINXDIR)/wsgate-stream.conf at the main level of nginx.conf (outside http{}, with the stream module loaded), reload nginx (systemd/README.md)"; \
+		echo "next: systemctl enable --now wsgate.target, add \"stream { include $(NGINXDIR)/wsgate-stream.conf; }\" to nginx.conf (outside http{}, with the stream module loaded), reload nginx (systemd/README.md)"; \
+		if [ -e $$loc ]; then echo "warning: $$loc is left from client_proxy = \"http\": remove it and its include, or nginx -t fails"; fi; \
 	else \
 		rm -f $$stream.tmp; echo "wsgate nginx -part location > $$loc"; \
 		$$bin nginx -config $$cfg -part location > $$loc.tmp && chmod 0644 $$loc.tmp && mv -f $$loc.tmp $$loc && \
 		echo "next: systemctl enable --now wsgate.target, include snippets/wsgate-location.conf in your server{}, reload nginx (systemd/README.md)"; \
+		if [ -e $$stream ]; then echo "warning: $$stream is left from client_proxy = \"stream\": remove it and its include, or nginx -t fails"; fi; \
 	fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then echo "systemctl daemon-reload"; systemctl daemon-reload; fi
 

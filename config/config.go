@@ -27,7 +27,7 @@ type Config struct {
 	Instances       int      `toml:"instances"`        // sidecars, ids 1..Instances
 	RuntimeDir      string   `toml:"runtime_dir"`      // where ws-<i>.sock and push-<i>.sock live
 	Location        string   `toml:"location"`         // WebSocket location; also the push path
-	Listen          []string `toml:"listen"`           // client-facing host:port, for `up`/-standalone
+	Listen          []string `toml:"listen"`           // client-facing host:port: `up`/-standalone; with client_proxy "stream", the stream snippet too
 	ShutdownTimeout Duration `toml:"shutdown_timeout"` // bound on a sidecar's graceful stop
 
 	Push      Push      `toml:"push"`

@@ -142,3 +142,60 @@ func TestNginxAcceptsStream(t *testing.T) {
 		nginxTest(t, bin, c, &syscall.Credential{Uid: 65534, Gid: 65534})
 	}
 }
+
+// nginx -t accepts the snippets included as a user's own nginx.conf does:
+// http{} and the location in a server of the user's, or the stream part
+// inside a stream{} that already has a server of the user's, beside which
+// a second server (TLS in real life) reaches the same upstream.
+func TestNginxAcceptsSnippets(t *testing.T) {
+	bin := nginxBinary(t)
+	for _, mode := range []string{"http", "stream"} {
+		t.Run(mode, func(t *testing.T) {
+			c := config.Default()
+			c.Nginx.ClientProxy = mode
+			c.Listen = []string{"127.0.0.1:18084"}
+			dir := t.TempDir()
+			write := func(name, text string) {
+				t.Helper()
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			httpPart, err := HTTP(&c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			write("wsgate-http.conf", httpPart)
+			conf := "pid " + dir + "/nginx.pid;\nerror_log " + dir + "/error.log;\nevents {}\n"
+			site := "server {\n    listen 127.0.0.1:18085;\n    location / { return 204; }\n"
+			if mode == "stream" {
+				if _, err := os.Stat(c.Nginx.StreamModule); err != nil {
+					t.Skipf("skipping: no stream module (apt-get install libnginx-mod-stream): %v", err)
+				}
+				part, err := Stream(&c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				write("wsgate-stream.conf", part)
+				conf = "load_module " + c.Nginx.StreamModule + ";\n" + conf + `stream {
+    server { listen 127.0.0.1:18086; return "the user's own"; }
+    include wsgate-stream.conf;
+    server { listen 127.0.0.1:18087; proxy_pass wsgate_ws; proxy_protocol on; }
+}
+`
+			} else {
+				loc, err := Location(&c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				write("wsgate-location.conf", loc)
+				site += "    include wsgate-location.conf;\n"
+			}
+			conf += "http {\n    include wsgate-http.conf;\n" + site + "}\n}\n"
+			write("nginx.conf", conf)
+			if out, err := exec.Command(bin, "-t", "-q", "-p", dir+"/", "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
+				t.Fatalf("nginx -t: %v\n%s\nnginx.conf:\n%s", err, out, conf)
+			}
+		})
+	}
+}

@@ -20,7 +20,6 @@ var templateFS embed.FS
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	"tok":    token,
 	"indent": indent,
-	"chomp":  func(s string) string { return strings.TrimSuffix(s, "\n") },
 }).ParseFS(templateFS, "templates/*.conf"))
 
 // timeoutMargin is how much longer nginx waits on a quiet WebSocket than
@@ -111,9 +110,9 @@ func Location(c *config.Config) (string, error) {
 	return render("location.conf", c)
 }
 
-// Stream renders the main-level stream{} block that carries client
-// WebSockets on the listen addresses with client_proxy = "stream"; empty
-// otherwise.
+// Stream renders the stream{}-level snippet (the wsgate_ws upstream and the
+// server on the listen addresses) that carries client WebSockets with
+// client_proxy = "stream"; empty otherwise.
 func Stream(c *config.Config) (string, error) {
 	if !c.Stream() {
 		return "", c.Validate()
@@ -126,6 +125,8 @@ type snippets struct {
 	HTTP, Loc, Stream string
 }
 
+// parts renders each snippet of c; those c's client_proxy has no use for
+// are empty.
 func parts(c *config.Config) (snippets, error) {
 	var p snippets
 	var err error

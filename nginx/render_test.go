@@ -344,9 +344,10 @@ func TestStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	main, http, ok := strings.Cut(snip, "# --- 2. http{} level")
-	if !ok || !strings.Contains(main, "# --- 1. main level") || !strings.Contains(main, "stream {") || !strings.Contains(http, "upstream wsgate_push_1 {") ||
-		strings.Contains(http, "stream {") || strings.Contains(snip, "location /ws") || strings.Contains(snip, "load_module") {
+	stream, http, ok := strings.Cut(snip, "# --- 2. http{} level")
+	if !ok || !strings.Contains(stream, "# --- 1. stream{} level") || !strings.Contains(stream, "upstream wsgate_ws {") ||
+		!strings.Contains(stream, "proxy_protocol on;") || !strings.Contains(http, "upstream wsgate_push_1 {") ||
+		strings.Contains(snip, "stream {\n") || strings.Contains(snip, "location /ws") || strings.Contains(snip, "load_module") {
 		t.Errorf("snippets:\n%s", snip)
 	}
 	if l, err := Location(&c); err != nil || l != "" {

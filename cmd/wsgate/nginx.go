@@ -16,7 +16,7 @@ func runNginx(args []string) error {
 	cfgPath := fs.String("config", "", "TOML configuration `file` (default: the built-in defaults)")
 	standalone := fs.Bool("standalone", false, "print a complete nginx.conf instead of the snippets for your own nginx")
 	state := fs.String("state", filepath.Join(os.TempDir(), "wsgate"), "`dir`ectory for the standalone nginx's pid file, error log and temp files")
-	part := fs.String("part", "", "print only one snippet: \"http\" (for http{}), \"location\" (for your server{}) or, with nginx.client_proxy = \"stream\", \"stream\" (for nginx.conf's main level)")
+	part := fs.String("part", "", "print only one snippet: \"http\" (for http{}), \"location\" (for your server{}) or, with nginx.client_proxy = \"stream\", \"stream\" (for stream{})")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -32,9 +32,10 @@ func runNginx(args []string) error {
 	switch {
 	case *part == "http":
 		out, err = nginx.HTTP(&c)
-	case *part == "location" && c.Stream(), *part == "stream" && !c.Stream():
-		return fmt.Errorf("-part %s: nginx.client_proxy is %q; its snippets are %s", *part, c.Nginx.ClientProxy,
-			map[bool]string{true: "\"stream\" and \"http\"", false: "\"http\" and \"location\""}[c.Stream()])
+	case *part == "location" && c.Stream():
+		return fmt.Errorf("-part location: nginx.client_proxy is %q; its snippets are \"stream\" and \"http\"", c.Nginx.ClientProxy)
+	case *part == "stream" && !c.Stream():
+		return fmt.Errorf("-part stream: nginx.client_proxy is %q; its snippets are \"http\" and \"location\"", c.Nginx.ClientProxy)
 	case *part == "location":
 		out, err = nginx.Location(&c)
 	case *part == "stream":
