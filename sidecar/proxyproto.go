@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -26,14 +25,23 @@ var errProxyHeader = errors.New("not a PROXY protocol v1 header")
 // which gives the zero AddrPort. Version 2 (binary) is not accepted: nginx
 // does not send it.
 func readProxyHeader(br *bufio.Reader) (netip.AddrPort, error) {
-	line, err := br.ReadSlice('\n')
-	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) || len(line) >= maxProxyHeader {
+	for n := 1; ; {
+		// Look at what has arrived, up to the longest header, waiting
+		// for more only while there is no line end and room for one.
+		if _, err := br.Peek(n); err != nil {
+			return netip.AddrPort{}, err
+		}
+		buf, _ := br.Peek(min(br.Buffered(), maxProxyHeader))
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			client, err := parseProxyHeader(buf[:i+1])
+			br.Discard(i + 1)
+			return client, err
+		}
+		if len(buf) == maxProxyHeader {
 			return netip.AddrPort{}, fmt.Errorf("%w: longer than %d bytes", errProxyHeader, maxProxyHeader)
 		}
-		return netip.AddrPort{}, err
+		n = len(buf) + 1
 	}
-	return parseProxyHeader(line)
 }
 
 // parseProxyHeader parses one PROXY protocol v1 line, CRLF included.
@@ -86,15 +94,25 @@ func parseProxyHeader(line []byte) (netip.AddrPort, error) {
 // setClientAddr makes r tell the client's address as an http location's
 // proxy_set_header lines would (X-Real-IP $remote_addr, X-Forwarded-For
 // $proxy_add_x_forwarded_for), replacing what the client itself sent as
-// X-Real-IP. A zero client (PROXY UNKNOWN) removes X-Real-IP.
+// X-Real-IP. A zero client (PROXY UNKNOWN) removes X-Real-IP and is
+// "unknown" in the logs. X-Forwarded-Proto is removed: the location sets
+// it to $scheme, but a sidecar cannot tell whether the stream server had
+// TLS, and what the client sent is not to be trusted.
 func setClientAddr(r *http.Request, client netip.AddrPort) {
 	r.Header.Del("X-Real-IP")
+	r.Header.Del("X-Forwarded-Proto")
 	if !client.IsValid() {
+		r.RemoteAddr = "unknown"
 		return
 	}
 	ip := client.Addr().String()
 	r.RemoteAddr = client.String()
 	r.Header.Set("X-Real-IP", ip)
-	prior := r.Header.Values("X-Forwarded-For")
-	r.Header.Set("X-Forwarded-For", strings.Join(append(slices.Clip(prior), ip), ", "))
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		if v = strings.TrimSpace(v); v != "" {
+			hops = append(hops, v)
+		}
+	}
+	r.Header.Set("X-Forwarded-For", strings.Join(append(hops, ip), ", "))
 }

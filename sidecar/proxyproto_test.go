@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -66,7 +67,7 @@ func TestParseProxyHeader(t *testing.T) {
 }
 
 // readProxyHeader takes the header and not a byte more; a line without an
-// end within the limit is refused without waiting for more.
+// end within the limit is refused without reading more.
 func TestReadProxyHeader(t *testing.T) {
 	br := bufio.NewReaderSize(strings.NewReader("PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\nGET / HTTP/1.1\r\n"), 4096)
 	got, err := readProxyHeader(br)
@@ -80,9 +81,27 @@ func TestReadProxyHeader(t *testing.T) {
 	if _, err := readProxyHeader(bufio.NewReaderSize(strings.NewReader(long+"\r\n"), 4096)); !errors.Is(err, errProxyHeader) {
 		t.Fatalf("long line: %v", err)
 	}
+	// Bytes that never end a line: refused once 107 came, without reading
+	// on to fill the buffer (or waiting for the deadline on a slow client).
+	endless := &countingReader{r: iotest.OneByteReader(strings.NewReader("PROXY " + strings.Repeat("x", 8192)))}
+	if _, err := readProxyHeader(bufio.NewReaderSize(endless, 4096)); !errors.Is(err, errProxyHeader) || endless.n > maxProxyHeader {
+		t.Fatalf("unterminated line: %v after reading %d bytes", err, endless.n)
+	}
 	if _, err := readProxyHeader(bufio.NewReaderSize(strings.NewReader("PROXY TCP4"), 4096)); !errors.Is(err, io.EOF) {
 		t.Fatalf("cut short: %v, want EOF", err)
 	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }
 
 // FuzzProxyHeader: parsing never panics, reading a line from a stream agrees
@@ -123,13 +142,13 @@ func FuzzProxyHeader(f *testing.F) {
 
 // streamServer is a test server behind nginx's stream module: every ws
 // connection starts with a PROXY header. Its connect events go to b, with
-// X-Real-IP forwarded too.
+// X-Real-IP and X-Forwarded-Proto forwarded too.
 func streamServer(t *testing.T, b *testapp.App) *testServer {
 	return newTestServer(t, func(c *config.Config) {
 		c.Nginx.ClientProxy = "stream"
 		c.Upstream.URL = b.URL
 		c.Upstream.Events = []string{"connect"}
-		c.Upstream.ForwardHeaders = []string{"X-Forwarded-For", "X-Real-IP"}
+		c.Upstream.ForwardHeaders = []string{"X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto"}
 	})
 }
 
@@ -157,13 +176,14 @@ func dialProxied(t *testing.T, ts *testServer, proxyHeader string, h http.Header
 
 // Behind the stream module, the client's address is the PROXY header's,
 // told upstream as an http location would tell it: X-Real-IP replaced,
-// X-Forwarded-For appended to.
+// X-Forwarded-For appended to (empty values dropped); X-Forwarded-Proto,
+// which the sidecar cannot know, removed.
 func TestStreamClientAddress(t *testing.T) {
 	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	ts := streamServer(t, b)
-	spoof := http.Header{"X-Real-Ip": {"6.6.6.6"}, "X-Forwarded-For": {"10.0.0.1, 10.0.0.2"}}
+	spoof := http.Header{"X-Real-Ip": {"6.6.6.6"}, "X-Forwarded-For": {"10.0.0.1, 10.0.0.2", ""}, "X-Forwarded-Proto": {"https"}}
 	for _, tc := range []struct {
 		proxy, realIP, xff string
 	}{
@@ -179,6 +199,9 @@ func TestStreamClientAddress(t *testing.T) {
 		if got := e.Header.Get("X-Forwarded-For"); got != tc.xff {
 			t.Errorf("%q: X-Forwarded-For %q, want %q", tc.proxy, got, tc.xff)
 		}
+		if got := e.Header.Get("X-Forwarded-Proto"); got != "" {
+			t.Errorf("%q: the client's X-Forwarded-Proto %q reached the backend", tc.proxy, got)
+		}
 	}
 	dialProxied(t, ts, "PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\n", nil)
 	if got := b.Next(t).Header.Get("X-Forwarded-For"); got != "192.0.2.1" {
@@ -190,8 +213,7 @@ func TestStreamClientAddress(t *testing.T) {
 // 400 and counted: it did not come through the stream module.
 func TestStreamNeedsProxyHeader(t *testing.T) {
 	ts := newTestServer(t, func(c *config.Config) { c.Nginx.ClientProxy = "stream" })
-	const req = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	const req = upgradeRequest + "\r\n"
 	for _, prefix := range []string{"", "PROXY TCP4 1.2.3.4\r\n", "PROXY TCP4 ::1 ::1 1 2\r\n"} {
 		if status, _ := rawHandshake(t, ts, prefix+req); status != http.StatusBadRequest {
 			t.Errorf("%q: %d, want 400", prefix, status)
@@ -202,5 +224,15 @@ func TestStreamNeedsProxyHeader(t *testing.T) {
 	}
 	if status, resp := rawHandshake(t, ts, "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"+req); status != http.StatusSwitchingProtocols {
 		t.Errorf("with the header: %d %q", status, resp)
+	}
+}
+
+// A client nginx has no address of (PROXY UNKNOWN) is "unknown" where its
+// address would be logged, never the address of nginx's end of the socket.
+func TestSetClientAddrUnknown(t *testing.T) {
+	r := &http.Request{RemoteAddr: "@", Header: http.Header{"X-Real-Ip": {"6.6.6.6"}}}
+	setClientAddr(r, netip.AddrPort{})
+	if got := remoteAddr(r); got != "unknown" {
+		t.Fatalf("remote %q, want unknown", got)
 	}
 }
