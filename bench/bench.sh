@@ -15,9 +15,9 @@ NCHAN_MOD=/usr/lib/nginx/modules/ngx_nchan_module.so
 STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
 export PATH="$PATH:/usr/sbin"
 
-# install MODULE PACKAGE: apt-get installs PACKAGE when MODULE is missing
+# need MODULE PACKAGE: apt-get installs PACKAGE when MODULE is missing
 # and it can.
-install() {
+need() {
   [ -f "$1" ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "bench: installing $2" >&2
@@ -26,8 +26,8 @@ install() {
     echo "bench: $2 is not installed (apt-get install $2); skipping what needs it" >&2
   fi
 }
-install "$NCHAN_MOD" libnginx-mod-nchan
-install "$STREAM_MOD" libnginx-mod-stream
+need "$NCHAN_MOD" libnginx-mod-nchan
+need "$STREAM_MOD" libnginx-mod-stream
 
 state=$(mktemp -d /tmp/wsgate-bench.XXXXXX)
 chmod 755 "$state"

@@ -209,7 +209,7 @@ func (c *Config) validate(e *fieldErrors) {
 	if c.Instances < 1 || c.Instances > 1024 {
 		e.add("instances", "%d is out of range 1..1024", c.Instances)
 	}
-	if !filepath.IsAbs(c.RuntimeDir) || strings.ContainsAny(c.RuntimeDir, ";{}'\"\\$#") || strings.ContainsFunc(c.RuntimeDir, unicode.IsSpace) || strings.ContainsFunc(c.RuntimeDir, unicode.IsControl) {
+	if !nginxPath(c.RuntimeDir) {
 		e.add("runtime_dir", "%q must be an absolute path without spaces or nginx metacharacters", c.RuntimeDir)
 	} else if len(filepath.Join(c.RuntimeDir, "push-1024.sock")) > 100 {
 		e.add("runtime_dir", "%q is too long for a unix socket path (at most 100 bytes with the socket name)", c.RuntimeDir)
@@ -336,9 +336,16 @@ func (c *Config) validate(e *fieldErrors) {
 	default:
 		e.add("nginx.client_proxy", "%q is not one of \"http\", \"stream\"", c.Nginx.ClientProxy)
 	}
-	if m := c.Nginx.StreamModule; m != "" && (!filepath.IsAbs(m) || strings.ContainsAny(m, ";{}'\"\\$#") || strings.ContainsFunc(m, unicode.IsSpace)) {
+	if m := c.Nginx.StreamModule; m != "" && !nginxPath(m) {
 		e.add("nginx.stream_module", "%q must be an absolute path without spaces or nginx metacharacters, or empty (stream built into nginx)", m)
 	}
+}
+
+// nginxPath reports whether p is an absolute path nginx's config can hold
+// as a bare token: no spaces, control characters or nginx metacharacters.
+func nginxPath(p string) bool {
+	return filepath.IsAbs(p) && !strings.ContainsAny(p, ";{}'\"\\$#") &&
+		!strings.ContainsFunc(p, unicode.IsSpace) && !strings.ContainsFunc(p, unicode.IsControl)
 }
 
 func checkHostPort(hp string) error {

@@ -176,6 +176,7 @@ func TestParseErrors(t *testing.T) {
 		{"[auth]\nurl = \"http://127.0.0.1/a\"\n[nginx]\nclient_proxy = \"stream\"", "t.toml:4: nginx.client_proxy: \"stream\" cannot check handshakes with auth.url"},
 		{"[nginx]\nstream_module = \"ngx_stream_module.so\"", "t.toml:2: nginx.stream_module:"},
 		{"[nginx]\nstream_module = \"/m/a b.so\"", "t.toml:2: nginx.stream_module:"},
+		{"[nginx]\nstream_module = \"/m/a\\u0000b.so\"", "t.toml:2: nginx.stream_module:"},
 		{"instance = 3", "t.toml:1: instance: unknown key"},
 		{"[push]\nmaxbody = 3", "t.toml:2: push.maxbody: unknown key"},
 		{"[pusj]\nmax_body = 3", "t.toml:1: pusj: unknown key"},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/internal/testapp"
 )
 
@@ -21,8 +22,7 @@ import (
 // the PROXY header (a client's own X-Real-IP is not believed), and SIGTERM
 // closes the clients with 1012.
 func TestStreamThroughNginx(t *testing.T) {
-	const module = "/usr/lib/nginx/modules/ngx_stream_module.so"
-	if _, err := os.Stat(module); err != nil {
+	if _, err := os.Stat(config.Default().Nginx.StreamModule); err != nil {
 		t.Skipf("no nginx stream module (apt-get install libnginx-mod-stream; .ci/run installs it): %v", err)
 	}
 	for _, host := range []string{"127.0.0.1", "::1"} {
@@ -41,8 +41,7 @@ events = ["connect"]
 forward_headers = ["X-Forwarded-For", "X-Real-IP"]
 [nginx]
 client_proxy = "stream"
-stream_module = %q
-`, a.URL, module))
+`, a.URL))
 
 			conf, err := os.ReadFile(filepath.Join(g.dir, "state", "nginx.conf"))
 			if err != nil || !strings.Contains(string(conf), "proxy_protocol on;") || strings.Contains(g.out.String(), "Demo page") {
