@@ -39,7 +39,7 @@ type view struct {
 	Auth        string   // proxy_pass target of the auth_request subrequest; "" without auth.url
 	Push        []push
 	Stream      bool     // nginx.client_proxy = "stream"
-	Listen      []string // client listen directive arguments (stream)
+	Listen      []string // client listen directive arguments (standalone, stream)
 }
 
 // push is one instance's push server.

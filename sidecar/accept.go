@@ -90,6 +90,9 @@ func (s *Server) handshake(conn net.Conn) {
 		if limited.N == 0 {
 			status = http.StatusRequestHeaderFieldsTooLarge
 		}
+		if errors.Is(err, errProxyHeader) {
+			s.warnNoProxyHeader(err)
+		}
 		if !errors.Is(err, io.EOF) { // not a connection closed before a request
 			s.metrics.handshakeRejects.WithLabelValues("bad_handshake").Inc()
 			w := &handshakeResponse{conn: &corkedConn{Conn: conn}, header: http.Header{}}
@@ -118,6 +121,23 @@ func (s *Server) handshake(conn net.Conn) {
 		w.send()
 		conn.Close()
 	}
+}
+
+// proxyWarnEvery bounds how often a missing PROXY header is logged.
+const proxyWarnEvery = time.Minute
+
+// warnNoProxyHeader logs, at most once per proxyWarnEvery, a connection
+// refused for its PROXY header: most likely nginx still runs a config
+// rendered for client_proxy = "http", or another client reaches the socket.
+func (s *Server) warnNoProxyHeader(err error) {
+	now := time.Now().UnixNano()
+	last := s.proxyWarned.Load()
+	if last != 0 && now-last < int64(proxyWarnEvery) || !s.proxyWarned.CompareAndSwap(last, now) {
+		return // logged lately, or by another connection just now
+	}
+	s.log.Warn("refused WebSocket connections without a valid PROXY protocol header (answered 400): "+
+		"with nginx.client_proxy = \"stream\", nginx must proxy clients with the stream snippet (proxy_protocol on); "+
+		"logged at most once a minute", "error", err)
 }
 
 // handshakeResponse is the http.ResponseWriter of one handshake: gorilla

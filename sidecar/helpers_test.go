@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ type testServer struct {
 	http             *http.Client
 	stop             context.CancelFunc
 	done             chan error
+	log              *testWriter // what the server logged
 }
 
 func newTestServer(t testing.TB, mutate func(*config.Config), opts ...Option) *testServer {
@@ -51,7 +53,8 @@ func newTestServer(t testing.TB, mutate func(*config.Config), opts ...Option) *t
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ts.log = &testWriter{t: t}
+	log := slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ts.Server = New(&cfg, 1, log, opts...)
 	var ctx context.Context
 	ctx, ts.stop = context.WithCancel(context.Background())
@@ -85,12 +88,25 @@ func (ts *testServer) shutdown(t testing.TB) {
 	}
 }
 
-// testWriter sends log output to t.Log.
-type testWriter struct{ t testing.TB }
+// testWriter sends log output to t.Log and keeps it.
+type testWriter struct {
+	t   testing.TB
+	mu  sync.Mutex
+	out strings.Builder
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
+func (w *testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.out.Write(p)
+}
+
+// String returns what was logged so far.
+func (w *testWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.out.String()
 }
 
 // dial connects a WebSocket client and returns it with the welcome frame.

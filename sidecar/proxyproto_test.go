@@ -210,7 +210,8 @@ func TestStreamClientAddress(t *testing.T) {
 }
 
 // A connection without its PROXY header, or with a bad one, is refused with
-// 400 and counted: it did not come through the stream module.
+// 400, counted and (at most once a minute) logged: it did not come through
+// the stream module.
 func TestStreamNeedsProxyHeader(t *testing.T) {
 	ts := newTestServer(t, func(c *config.Config) { c.Nginx.ClientProxy = "stream" })
 	const req = upgradeRequest + "\r\n"
@@ -221,6 +222,9 @@ func TestStreamNeedsProxyHeader(t *testing.T) {
 	}
 	if got := metricValue(t, ts, `wsgate_handshake_rejections_total{reason="bad_handshake"}`); got != 3 {
 		t.Errorf("bad_handshake %v, want 3", got)
+	}
+	if n := strings.Count(ts.log.String(), "without a valid PROXY protocol header"); n != 1 {
+		t.Errorf("logged the missing header %d times, want once a minute:\n%s", n, ts.log)
 	}
 	if status, resp := rawHandshake(t, ts, "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"+req); status != http.StatusSwitchingProtocols {
 		t.Errorf("with the header: %d %q", status, resp)

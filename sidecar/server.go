@@ -56,6 +56,7 @@ type Server struct {
 	// proxyProtocol: each ws connection starts with a PROXY protocol
 	// header (nginx.client_proxy = "stream").
 	proxyProtocol bool
+	proxyWarned   atomic.Int64 // when a missing PROXY header was last logged, unix ns
 
 	// Ids whose handshake is at the upstream's connect or after it, to a
 	// channel closed once the client is registered or the handshake
