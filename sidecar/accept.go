@@ -51,6 +51,7 @@ func (s *Server) acceptWS(l net.Listener) error {
 			return err
 		}
 		delay = 0
+		conn = newRawConn(conn)
 		s.handshaking.Add(1)
 		s.pending.Store(conn, nil)
 		go s.handshake(conn)

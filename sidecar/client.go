@@ -116,7 +116,7 @@ func (c *client) push(f frame) enqueueResult {
 	// socket did not take, first, and whatever was queued meanwhile.
 	c.writing = true
 	c.mu.Unlock()
-	rest, ok := c.ws.tryWrite(c.raw, byte(f.kind), f.data)
+	rest, ok := c.ws.tryWrite(byte(f.kind), f.data)
 	if ok {
 		c.sent(f) // once its first bytes went, as for any write
 	}
@@ -318,9 +318,9 @@ func (c *client) readable() {
 func (c *client) readAvailable(buf []byte) error {
 	for {
 		var n int
-		var err error
+		var errno syscall.Errno
 		if cerr := c.raw.Read(func(fd uintptr) bool {
-			n, err = unix.Read(int(fd), buf)
+			n, errno = rawRead(fd, buf)
 			return true // never wait: the poller does
 		}); cerr != nil {
 			return cerr
@@ -333,11 +333,11 @@ func (c *client) readAvailable(buf []byte) error {
 			if n < len(buf) {
 				return nil // drained; anything newer triggers the poller again
 			}
-		case err == unix.EAGAIN:
+		case errno == unix.EAGAIN:
 			return nil
-		case err == unix.EINTR:
-		case err != nil:
-			return err
+		case errno == unix.EINTR:
+		case errno != 0:
+			return errno
 		default:
 			return io.EOF
 		}

@@ -55,7 +55,7 @@ func (p *poller) add(c *client) error {
 		p.clients[int32(fd)] = c
 		p.mu.Unlock()
 		ev := unix.EpollEvent{Events: pollEvents, Fd: int32(fd)}
-		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		if err := epollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			p.remove(c)
 			return err
 		}
@@ -67,7 +67,7 @@ func (p *poller) add(c *client) error {
 func (p *poller) rearm(c *client) error {
 	return c.control(func(fd int) error {
 		ev := unix.EpollEvent{Events: pollEvents, Fd: int32(fd)}
-		return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+		return epollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
 	})
 }
 
@@ -86,15 +86,15 @@ func (p *poller) remove(c *client) {
 // run hands each readable client to a goroutine of its own, forever.
 func (p *poller) run(epoll syscall.RawConn) {
 	events := make([]unix.EpollEvent, 128)
-	var err error
+	var err syscall.Errno
 	rerr := epoll.Read(func(uintptr) bool {
 		for {
 			var n int
-			n, err = unix.EpollWait(p.epfd, events, 0)
+			n, err = epollPoll(p.epfd, events)
 			switch {
 			case err == unix.EINTR:
 				continue
-			case err != nil:
+			case err != 0:
 				return true
 			case n == 0:
 				return false // wait until the epoll fd is readable

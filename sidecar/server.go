@@ -149,7 +149,7 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	served := make(chan struct{}, 2)
 	for _, serve := range []func() error{
 		func() error { return s.acceptWS(ws) },
-		func() error { return pushSrv.Serve(push) },
+		func() error { return pushSrv.Serve(rawListener{push}) },
 	} {
 		go func() {
 			err := serve()
@@ -329,7 +329,7 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 		conn.Close()
 		return fail()
 	}
-	c := &client{id: id, srv: s, ws: newWSConn(conn, w.conn.held), raw: raw, remote: remoteAddr(r), start: start}
+	c := &client{id: id, srv: s, ws: newWSConn(conn, raw, w.conn.held), raw: raw, remote: remoteAddr(r), start: start}
 	c.fr.max, c.fr.keep = s.maxMessage, s.up != nil && s.up.onMessage
 	now := s.now()
 	c.lastRecv.Store(now)

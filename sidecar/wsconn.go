@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/sys/unix"
 )
 
 // wsConn writes a client's frames: server frames (RFC 6455 §5.2, unmasked,
@@ -18,7 +17,8 @@ import (
 // only upgrades the connection.
 type wsConn struct {
 	conn net.Conn
-	lock chan struct{} // one slot, taken by the write under way
+	raw  syscall.RawConn // conn's, for writes (rawio.go)
+	lock chan struct{}   // one slot, taken by the write under way
 
 	// Under lock.
 	held      []byte // gorilla's 101 response, sent with the first frame
@@ -27,8 +27,8 @@ type wsConn struct {
 	deadline  time.Time // the socket's write deadline
 }
 
-func newWSConn(conn net.Conn, held []byte) wsConn {
-	return wsConn{conn: conn, lock: make(chan struct{}, 1), held: held}
+func newWSConn(conn net.Conn, raw syscall.RawConn, held []byte) wsConn {
+	return wsConn{conn: conn, raw: raw, lock: make(chan struct{}, 1), held: held}
 }
 
 // errWriteTimeout is a write that could not start before its deadline
@@ -40,15 +40,15 @@ var errWriteTimeout = errors.New("websocket: write timeout")
 // error again.
 func (w *wsConn) write(op byte, payload []byte, deadline time.Time) error {
 	head, size := frameHeader(op, len(payload))
-	return w.send(net.Buffers{head[:size], payload}, op == opClose, deadline)
+	return w.send(op == opClose, deadline, head[:size], payload)
 }
 
 // writeRaw sends the rest of a frame that tryWrite began.
 func (w *wsConn) writeRaw(rest []byte, deadline time.Time) error {
-	return w.send(net.Buffers{rest}, false, deadline)
+	return w.send(false, deadline, rest)
 }
 
-func (w *wsConn) send(bufs net.Buffers, closing bool, deadline time.Time) error {
+func (w *wsConn) send(closing bool, deadline time.Time, bufs ...[]byte) error {
 	select {
 	case w.lock <- struct{}{}:
 	default: // another write is under way: wait for it, until deadline
@@ -68,12 +68,12 @@ func (w *wsConn) send(bufs net.Buffers, closing bool, deadline time.Time) error 
 		return websocket.ErrCloseSent
 	}
 	if w.held != nil {
-		bufs = append(net.Buffers{w.held}, bufs...)
+		bufs = append([][]byte{w.held}, bufs...)
 		w.held = nil
 	}
 	w.conn.SetWriteDeadline(deadline)
 	w.deadline = deadline
-	if _, err := bufs.WriteTo(w.conn); err != nil {
+	if _, err := writeAll(w.raw, bufs...); err != nil {
 		w.err = err
 		return err
 	}
@@ -86,7 +86,7 @@ func (w *wsConn) send(bufs net.Buffers, closing bool, deadline time.Time) error 
 // way, the socket was full, or the connection is closing or broken; the
 // caller leaves the frame to its writer, which finds out which. Otherwise
 // rest is what the socket did not take, for the writer to send next.
-func (w *wsConn) tryWrite(raw syscall.RawConn, op byte, payload []byte) (rest []byte, ok bool) {
+func (w *wsConn) tryWrite(op byte, payload []byte) (rest []byte, ok bool) {
 	select {
 	case w.lock <- struct{}{}:
 	default:
@@ -101,14 +101,12 @@ func (w *wsConn) tryWrite(raw syscall.RawConn, op byte, payload []byte) (rest []
 		w.deadline = time.Time{}
 	}
 	head, size := frameHeader(op, len(payload))
-	var n int
-	var err error
-	if rerr := raw.Write(func(fd uintptr) bool {
-		n, err = unix.Writev(int(fd), [][]byte{head[:size], payload})
-		return true // never wait
-	}); rerr != nil || err != nil || n <= 0 {
+	wop := getRawOp(head[:size], payload)
+	defer wop.put()
+	if err := w.raw.Write(wop.try); err != nil || wop.errno != 0 || wop.n <= 0 {
 		return nil, false
 	}
+	n := wop.n
 	switch {
 	case n == size+len(payload):
 		return nil, true

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ func TestWSConnFrames(t *testing.T) {
 			return
 		}
 		sum := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-		w := newWSConn(server, []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+		w := newWSConn(server, rawConnOf(t, server), []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
 			base64.StdEncoding.EncodeToString(sum[:])+"\r\n\r\n"))
 		deadline := time.Now().Add(5 * time.Second)
 		for i, n := range sizes {
@@ -88,7 +89,7 @@ func TestWSConnFrames(t *testing.T) {
 // error is returned again by every later write.
 func TestWSConnTimeoutAndBroken(t *testing.T) {
 	server, client := unixPair(t)
-	w := newWSConn(server, nil)
+	w := newWSConn(server, rawConnOf(t, server), nil)
 	w.lock <- struct{}{} // a write under way
 	if err := w.write(opText, []byte("x"), time.Now().Add(50*time.Millisecond)); err != errWriteTimeout {
 		t.Fatalf("write behind a stuck one: %v, want %v", err, errWriteTimeout)
@@ -112,6 +113,16 @@ func errString(err error) string {
 }
 
 // unixPair is a connected pair of unix sockets.
+// rawConnOf returns c's RawConn.
+func rawConnOf(t testing.TB, c net.Conn) syscall.RawConn {
+	t.Helper()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
 func unixPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
 	path := t.TempDir() + "/pair.sock"
