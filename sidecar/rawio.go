@@ -3,6 +3,7 @@ package sidecar
 import (
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -171,7 +172,20 @@ func (c *rawConn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
 // CloseWrite shuts down the writing side, as net/http does before closing
 // a connection it answered with "Connection: close".
 func (c *rawConn) CloseWrite() error {
-	return c.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_WR) })
+	var err error
+	if cerr := c.rc.Control(func(fd uintptr) { err = unix.Shutdown(int(fd), unix.SHUT_WR) }); cerr != nil {
+		return cerr
+	}
+	return c.opError("shutdown", err)
+}
+
+// opError wraps a system call's error as package net would, so that
+// net/http and logs see a *net.OpError naming the connection.
+func (c *rawConn) opError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, err)}
 }
 
 func (c *rawConn) Read(p []byte) (int, error) {
@@ -181,7 +195,7 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	case err != nil:
 		return 0, err
 	case op.errno != 0:
-		return 0, op.errno
+		return 0, c.opError("read", op.errno)
 	case op.n == 0 && len(p) > 0:
 		return 0, io.EOF
 	}
@@ -189,7 +203,11 @@ func (c *rawConn) Read(p []byte) (int, error) {
 }
 
 func (c *rawConn) Write(p []byte) (int, error) {
-	return writeAll(c.rc, p)
+	n, err := writeAll(c.rc, p)
+	if errno, ok := err.(syscall.Errno); ok {
+		err = c.opError("write", errno)
+	}
+	return n, err
 }
 
 // epollCtl is epoll_ctl(2).
@@ -201,8 +219,9 @@ func epollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 	return nil
 }
 
-// epollPoll is epoll_wait(2) with a zero timeout: it never waits.
+// epollPoll is epoll_pwait(2) with a zero timeout: it never waits.
 func epollPoll(epfd int, events []unix.EpollEvent) (int, syscall.Errno) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	// epoll_pwait with no signal mask: epoll_wait is missing on arm64.
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 	return int(n), e
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -70,7 +71,35 @@ func TestRawConn(t *testing.T) {
 		t.Fatalf("write to a full socket: %d of %d, %v; want part of it, then the deadline", n, len(big), err)
 	}
 
-	// A fresh pair: closing a socket with unread data resets the other end.
+	// A peer that closes with data unread resets the connection: a
+	// *net.OpError, as package net gives.
+	server, client = unixPair(t)
+	c = newRawConn(server)
+	c.Write([]byte("unread"))
+	client.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var oe *net.OpError
+	if _, err := c.Read(buf); !errors.Is(err, syscall.ECONNRESET) || !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("read after a reset: %v, want ECONNRESET in a *net.OpError", err)
+	}
+
+	// CloseWrite: the peer reads EOF, the other direction still works.
+	server, client = unixPair(t)
+	c = newRawConn(server)
+	if err := c.(*rawConn).CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	client.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(buf); err != io.EOF {
+		t.Fatalf("peer read after CloseWrite: %v, want EOF", err)
+	}
+	client.Write([]byte("still"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "still" {
+		t.Fatalf("read after CloseWrite: %q %v", buf[:n], err)
+	}
+
+	// A peer that closed cleanly: EOF, and writes fail.
 	server, client = unixPair(t)
 	c = newRawConn(server)
 	client.Close()
@@ -80,9 +109,6 @@ func TestRawConn(t *testing.T) {
 	}
 	if _, err := c.Write([]byte("x")); err == nil {
 		t.Fatal("write after the peer closed succeeded")
-	}
-	if err := c.(*rawConn).CloseWrite(); err != nil {
-		t.Fatalf("CloseWrite: %v", err)
 	}
 }
 
