@@ -107,21 +107,26 @@ install: build
 		echo "install -m 0644 systemd/wsgate.toml $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml"; \
 		install -m 0644 systemd/wsgate.toml $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml; \
 	fi
-	$(DESTDIR)$(PREFIX)/bin/wsgate nginx -config $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml -part http > $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp
-	chmod 0644 $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp
-	mv -f $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf.tmp $(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf
+	@# Each snippet the TOML has (wsgate nginx -part fails on one it has
+	@# not); conf.d/wsgate.conf always, as nginx includes all of conf.d.
 	@bin=$(DESTDIR)$(PREFIX)/bin/wsgate; cfg=$(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml; \
-	stream=$(DESTDIR)$(NGINXDIR)/wsgate-stream.conf; loc=$(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf; \
-	if $$bin nginx -config $$cfg -part stream > $$stream.tmp 2>/dev/null; then \
-		chmod 0644 $$stream.tmp && mv -f $$stream.tmp $$stream && echo "wsgate nginx -part stream > $$stream" && \
-		echo "next: systemctl enable --now wsgate.target, add \"stream { include $(NGINXDIR)/wsgate-stream.conf; }\" to nginx.conf (outside http{}, with the stream module loaded), reload nginx (systemd/README.md)"; \
-		if [ -e $$loc ]; then echo "warning: $$loc is left from client_proxy = \"http\": remove it and its include, or nginx -t fails"; fi; \
-	else \
-		rm -f $$stream.tmp; echo "wsgate nginx -part location > $$loc"; \
-		$$bin nginx -config $$cfg -part location > $$loc.tmp && chmod 0644 $$loc.tmp && mv -f $$loc.tmp $$loc && \
-		echo "next: systemctl enable --now wsgate.target, include snippets/wsgate-location.conf in your server{}, reload nginx (systemd/README.md)"; \
-		if [ -e $$stream ]; then echo "warning: $$stream is left from client_proxy = \"stream\": remove it and its include, or nginx -t fails"; fi; \
-	fi
+	for part in http stream location; do \
+		case $$part in \
+		http) f=$(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf; next="nginx includes conf.d/ in http{} itself";; \
+		stream) f=$(DESTDIR)$(NGINXDIR)/wsgate-stream.conf; next="add \"stream { include $(NGINXDIR)/wsgate-stream.conf; }\" to nginx.conf (outside http{}, with the stream module loaded)";; \
+		location) f=$(DESTDIR)$(NGINXDIR)/snippets/wsgate-location.conf; next="include snippets/wsgate-location.conf in your server{}";; \
+		esac; \
+		if $$bin nginx -config $$cfg -part $$part > $$f.tmp 2>/dev/null; then \
+			chmod 0644 $$f.tmp && mv -f $$f.tmp $$f && echo "wsgate nginx -part $$part > $$f: $$next" || exit 1; \
+		elif [ $$part = http ]; then \
+			echo "# wsgate: nothing for http{}: nginx.client_proxy and nginx.push_proxy are \"stream\"" > $$f.tmp && \
+			chmod 0644 $$f.tmp && mv -f $$f.tmp $$f && echo "$$f: nothing for http{} with this TOML" || exit 1; \
+		else \
+			rm -f $$f.tmp; \
+			if [ -e $$f ]; then echo "warning: $$f is left from another nginx.client_proxy or nginx.push_proxy: remove it and its include, or nginx -t fails"; fi; \
+		fi; \
+	done; \
+	echo "next: systemctl enable --now wsgate.target, reload nginx (systemd/README.md)"
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then echo "systemctl daemon-reload"; systemctl daemon-reload; fi
 
 # Boots a Debian 12 container under systemd-nspawn and tests the installed

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: the same workload against wsgate (`wsgate up`: nginx + 2
-# sidecars), once with clients through an http location (the default) and
-# once through nginx's stream module (nginx.client_proxy = "stream"), and
+# sidecars), once with clients through an http location and pushes through
+# http servers (the defaults) and once with both through nginx's stream
+# module (nginx.client_proxy and nginx.push_proxy = "stream"), and
 # against Nchan (nginx with libnginx-mod-nchan), alternating
 # wsgate/wsgate-stream/Nchan on loopback, then each figure as a ratio
 # wsgate/Nchan from the best run of each. Knobs: CLIENTS, PUSHES, PUSHERS,
@@ -51,9 +52,9 @@ port_base = 18775
 worker_processes = 2
 worker_connections = 18900
 EOT
-# The same with clients through the stream module, on another port ([nginx]
-# is the last table).
-{ sed 's/127.0.0.1:18080/127.0.0.1:18081/' "$state/wsgate.toml"; echo 'client_proxy = "stream"'; } > "$state/wsgate-stream.toml"
+# The same with clients and pushes through the stream module, on another
+# port ([nginx] is the last table).
+{ sed 's/127.0.0.1:18080/127.0.0.1:18081/' "$state/wsgate.toml"; echo 'client_proxy = "stream"'; echo 'push_proxy = "stream"'; } > "$state/wsgate-stream.toml"
 setups=(wsgate)
 [ -f "$STREAM_MOD" ] && setups+=(wsgate-stream)
 have_nchan=

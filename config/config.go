@@ -93,14 +93,27 @@ type Nginx struct {
 	// on the listen addresses, stream module; the sidecar reads the
 	// upgrade itself, after a PROXY protocol header).
 	ClientProxy string `toml:"client_proxy"`
-	// StreamModule is the stream module the standalone config loads with
-	// client_proxy = "stream"; empty when nginx has it built in.
+	// PushProxy is how nginx carries pushes to the sidecars: "http" (an
+	// http server per push port, the default) or "stream" (a TCP proxy
+	// per push port, stream module: less nginx CPU per push; the sidecar
+	// reads each request itself, and nginx serves no stub_status).
+	PushProxy string `toml:"push_proxy"`
+	// StreamModule is the stream module the standalone config loads when
+	// client_proxy or push_proxy is "stream"; empty when nginx has it
+	// built in.
 	StreamModule string `toml:"stream_module"`
 }
 
 // Stream reports whether nginx carries client WebSockets with its stream
 // module (nginx.client_proxy = "stream") rather than an http location.
 func (c *Config) Stream() bool { return c.Nginx.ClientProxy == "stream" }
+
+// StreamPush reports whether nginx carries pushes with its stream module
+// (nginx.push_proxy = "stream") rather than http servers.
+func (c *Config) StreamPush() bool { return c.Nginx.PushProxy == "stream" }
+
+// UsesStream reports whether the nginx config needs the stream module.
+func (c *Config) UsesStream() bool { return c.Stream() || c.StreamPush() }
 
 // Default returns the built-in configuration, the one SPEC §3 documents.
 func Default() Config {
@@ -139,6 +152,7 @@ func Default() Config {
 			Binary:            "nginx",
 			WorkerConnections: 16384,
 			ClientProxy:       "http",
+			PushProxy:         "http",
 			// Debian's libnginx-mod-stream.
 			StreamModule: "/usr/lib/nginx/modules/ngx_stream_module.so",
 		},
@@ -335,6 +349,9 @@ func (c *Config) validate(e *fieldErrors) {
 		}
 	default:
 		e.add("nginx.client_proxy", "%q is not one of \"http\", \"stream\"", c.Nginx.ClientProxy)
+	}
+	if p := c.Nginx.PushProxy; p != "http" && p != "stream" {
+		e.add("nginx.push_proxy", "%q is not one of \"http\", \"stream\"", p)
 	}
 	if m := c.Nginx.StreamModule; m != "" && !nginxPath(m) {
 		e.add("nginx.stream_module", "%q must be an absolute path without spaces or nginx metacharacters, or empty (stream built into nginx)", m)

@@ -81,8 +81,18 @@ func TestParseStream(t *testing.T) {
 	if !c.Stream() || c.Nginx.StreamModule != "" {
 		t.Errorf("nginx %+v", c.Nginx)
 	}
-	if d := Default(); d.Stream() {
+	if d := Default(); d.Stream() || d.StreamPush() || d.UsesStream() {
 		t.Errorf("the default is stream: %+v", d.Nginx)
+	}
+	if c.StreamPush() || !c.UsesStream() {
+		t.Errorf("client_proxy alone: StreamPush %v, UsesStream %v", c.StreamPush(), c.UsesStream())
+	}
+	c, err = Parse(strings.NewReader("[nginx]\npush_proxy = \"stream\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Stream() || !c.StreamPush() || !c.UsesStream() {
+		t.Errorf("push_proxy alone: Stream %v, StreamPush %v, UsesStream %v", c.Stream(), c.StreamPush(), c.UsesStream())
 	}
 }
 
@@ -173,6 +183,7 @@ func TestParseErrors(t *testing.T) {
 		{"[nginx]\nworker_processes = -1", "t.toml:2: nginx.worker_processes:"},
 		{"[nginx]\nworker_connections = 10", "t.toml:2: nginx.worker_connections:"},
 		{"[nginx]\nclient_proxy = \"tcp\"", `t.toml:2: nginx.client_proxy: "tcp" is not one of "http", "stream"`},
+		{"[nginx]\npush_proxy = \"\"", `t.toml:2: nginx.push_proxy: "" is not one of "http", "stream"`},
 		{"[auth]\nurl = \"http://127.0.0.1/a\"\n[nginx]\nclient_proxy = \"stream\"", "t.toml:4: nginx.client_proxy: \"stream\" cannot check handshakes with auth.url"},
 		{"[nginx]\nstream_module = \"ngx_stream_module.so\"", "t.toml:2: nginx.stream_module:"},
 		{"[nginx]\nstream_module = \"/m/a b.so\"", "t.toml:2: nginx.stream_module:"},

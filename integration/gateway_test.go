@@ -89,9 +89,14 @@ func TestSidecarsShareCores(t *testing.T) {
 	}
 }
 
-// Every push case of SPEC §4, through nginx.
+// Every push case of SPEC §4, through nginx, with push ports that are
+// http servers and with push ports that are stream servers.
 func TestPushCasesThroughNginx(t *testing.T) {
-	g := startUp(t, 2, "127.0.0.1", "")
+	forPushProxies(t, testPushCases)
+}
+
+func testPushCases(t *testing.T, extra string) {
+	g := startUp(t, 2, "127.0.0.1", extra)
 	c, welcome := mustDial(t, g.clientWS, "")
 	pushURL := firstURL(welcome)
 	u, _ := url.Parse(pushURL)
@@ -138,6 +143,13 @@ func TestPushCasesThroughNginx(t *testing.T) {
 	expectFrame(websocket.TextMessage, []byte{})
 
 	expectError("POST", pushURL, "", append(exact, 'x'), 413, "max_body")
+	// Far over the limit: the 413 arrives whole while the body is still
+	// being sent, and the next push goes through.
+	expectError("POST", pushURL, "", bytes.Repeat([]byte("x"), 4<<20), 413, "max_body")
+	if s, body := post(t, hc, pushURL, "", []byte("after 413")); s != 204 {
+		t.Fatalf("after 413: %d %s", s, body)
+	}
+	expectFrame(websocket.TextMessage, []byte("after 413"))
 	expectError("POST", pushURL, "text/plain", []byte{0xc3, 0x28}, 400, "UTF-8")
 	expectError("POST", noUser, "", []byte("x"), 400, "no client id")
 	expectError("POST", "http://AAAAAAAAAAAAAAAAAAAAAA@"+u.Host+u.Path, "", []byte("x"), 404, "no such client")
@@ -156,6 +168,14 @@ func TestPushCasesThroughNginx(t *testing.T) {
 	s, metrics := do(t, hc, "GET", "http://"+u.Host+"/metrics", "", nil)
 	if s != 200 || !strings.Contains(metrics, `wsgate_pushes_total{code="405"} 1`) {
 		t.Fatalf("metrics: %d\n%s", s, metrics)
+	}
+
+	// nginx's stub_status is on the first push port when it is an http
+	// server; as a stream server, that port reaches the sidecar.
+	stream := strings.Contains(extra, `push_proxy = "stream"`)
+	s, page := do(t, hc, "GET", fmt.Sprintf("http://127.0.0.1:%d/nginx_status", g.portBase), "", nil)
+	if served := s == 200 && strings.Contains(page, "Active connections"); served == stream {
+		t.Fatalf("push_proxy stream %v: GET /nginx_status: %d %s", stream, s, page)
 	}
 }
 
@@ -347,7 +367,11 @@ func TestUpShutdown(t *testing.T) {
 // to the clients of that push port's sidecar; over push.max_batch nginx
 // answers 413 in JSON.
 func TestBatchThroughNginx(t *testing.T) {
-	g := startUp(t, 2, "127.0.0.1", "")
+	forPushProxies(t, testBatch)
+}
+
+func testBatch(t *testing.T, extra string) {
+	g := startUp(t, 2, "127.0.0.1", extra)
 	byPort := map[string][]*websocket.Conn{}
 	ids := map[*websocket.Conn]string{}
 	var port string

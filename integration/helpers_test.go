@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/config"
 )
 
 // writeConfig writes a TOML file into dir and returns its path.
@@ -192,3 +194,24 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // firstURL is the first push URL of a "urls" welcome.
 func firstURL(welcome string) string { return strings.Split(welcome, ",")[0] }
+
+// needStreamModule skips t when nginx's stream module is not installed.
+func needStreamModule(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(config.Default().Nginx.StreamModule); err != nil {
+		t.Skipf("no nginx stream module (apt-get install libnginx-mod-stream; .ci/run installs it): %v", err)
+	}
+}
+
+// forPushProxies runs test once for each nginx.push_proxy, with extra TOML
+// for startUp that sets it.
+func forPushProxies(t *testing.T, test func(t *testing.T, extra string)) {
+	for _, proxy := range []string{"http", "stream"} {
+		t.Run(proxy, func(t *testing.T) {
+			if proxy == "stream" {
+				needStreamModule(t)
+			}
+			test(t, fmt.Sprintf("[nginx]\npush_proxy = %q\n", proxy))
+		})
+	}
+}

@@ -127,19 +127,25 @@ func TestNginxAcceptsStandaloneUnprivileged(t *testing.T) {
 	}
 }
 
-// nginx -t accepts the stream configurations, as root and unprivileged, when
-// the stream module is installed (.ci/run installs it).
+// nginx -t accepts the stream configurations (clients, pushes or both
+// through the stream module), as root and unprivileged, when the stream
+// module is installed (.ci/run installs it).
 func TestNginxAcceptsStream(t *testing.T) {
 	bin := nginxBinary(t)
-	c := config.Default()
-	c.Nginx.ClientProxy = "stream"
-	c.Listen = []string{"127.0.0.1:18083", "[::1]:18083"}
-	if _, err := os.Stat(c.Nginx.StreamModule); err != nil {
-		t.Skipf("skipping: no stream module (apt-get install libnginx-mod-stream): %v", err)
-	}
-	nginxTest(t, bin, c, nil)
-	if os.Geteuid() == 0 {
-		nginxTest(t, bin, c, &syscall.Credential{Uid: 65534, Gid: 65534})
+	for _, proxies := range [][2]string{{"stream", "http"}, {"http", "stream"}, {"stream", "stream"}} {
+		t.Run(proxies[0]+"-"+proxies[1], func(t *testing.T) {
+			c := config.Default()
+			c.Nginx.ClientProxy, c.Nginx.PushProxy = proxies[0], proxies[1]
+			c.Listen = []string{"127.0.0.1:18083", "[::1]:18083"}
+			c.Push.Listen = []string{"127.0.0.1", "::1"}
+			if _, err := os.Stat(c.Nginx.StreamModule); err != nil {
+				t.Skipf("skipping: no stream module (apt-get install libnginx-mod-stream): %v", err)
+			}
+			nginxTest(t, bin, c, nil)
+			if os.Geteuid() == 0 {
+				nginxTest(t, bin, c, &syscall.Credential{Uid: 65534, Gid: 65534})
+			}
+		})
 	}
 }
 
@@ -149,10 +155,10 @@ func TestNginxAcceptsStream(t *testing.T) {
 // a second server (TLS in real life) reaches the same upstream.
 func TestNginxAcceptsSnippets(t *testing.T) {
 	bin := nginxBinary(t)
-	for _, mode := range []string{"http", "stream"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, proxies := range [][2]string{{"http", "http"}, {"stream", "http"}, {"http", "stream"}, {"stream", "stream"}} {
+		t.Run(proxies[0]+"-"+proxies[1], func(t *testing.T) {
 			c := config.Default()
-			c.Nginx.ClientProxy = mode
+			c.Nginx.ClientProxy, c.Nginx.PushProxy = proxies[0], proxies[1]
 			c.Listen = []string{"127.0.0.1:18084"}
 			dir := t.TempDir()
 			write := func(name, text string) {
@@ -168,7 +174,7 @@ func TestNginxAcceptsSnippets(t *testing.T) {
 			write("wsgate-http.conf", httpPart)
 			conf := "pid " + dir + "/nginx.pid;\nerror_log " + dir + "/error.log;\nevents {}\n"
 			site := "server {\n    listen 127.0.0.1:18085;\n    location / { return 204; }\n"
-			if mode == "stream" {
+			if c.UsesStream() {
 				if _, err := os.Stat(c.Nginx.StreamModule); err != nil {
 					t.Skipf("skipping: no stream module (apt-get install libnginx-mod-stream): %v", err)
 				}
@@ -180,10 +186,13 @@ func TestNginxAcceptsSnippets(t *testing.T) {
 				conf = "load_module " + c.Nginx.StreamModule + ";\n" + conf + `stream {
     server { listen 127.0.0.1:18086; return "the user's own"; }
     include wsgate-stream.conf;
-    server { listen 127.0.0.1:18087; proxy_pass wsgate_ws; proxy_protocol on; }
-}
 `
-			} else {
+				if c.Stream() {
+					conf += "    server { listen 127.0.0.1:18087; proxy_pass wsgate_ws; proxy_protocol on; }\n"
+				}
+				conf += "}\n"
+			}
+			if !c.Stream() {
 				loc, err := Location(&c)
 				if err != nil {
 					t.Fatal(err)

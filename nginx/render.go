@@ -39,6 +39,7 @@ type view struct {
 	Auth        string   // proxy_pass target of the auth_request subrequest; "" without auth.url
 	Push        []push
 	Stream      bool     // nginx.client_proxy = "stream"
+	StreamPush  bool     // nginx.push_proxy = "stream"
 	Listen      []string // client listen directive arguments (standalone, stream)
 }
 
@@ -64,8 +65,9 @@ func newView(c *config.Config) (*view, error) {
 		MaxBatch:    int64(c.Push.MaxBatch),
 		// Measured: a peer takes under 1KiB of the zone, even with the
 		// longest runtime_dir.
-		ZoneKiB: 64 + c.Instances,
-		Stream:  c.Stream(),
+		ZoneKiB:    64 + c.Instances,
+		Stream:     c.Stream(),
+		StreamPush: c.StreamPush(),
 	}
 	if v.Listen, err = listenAll(c.Listen); err != nil {
 		return nil, err
@@ -94,7 +96,8 @@ func newView(c *config.Config) (*view, error) {
 // HTTP renders the http{}-level snippet: the Upgrade map and the wsgate_ws
 // upstream over every instance's ws socket (not with client_proxy =
 // "stream"), and for each instance a wsgate_push_<i> upstream and the
-// server{} that serves its push port.
+// server{} that serves its push port (not with push_proxy = "stream").
+// Empty when both are "stream".
 func HTTP(c *config.Config) (string, error) {
 	return render("http.conf", c)
 }
@@ -110,11 +113,12 @@ func Location(c *config.Config) (string, error) {
 	return render("location.conf", c)
 }
 
-// Stream renders the stream{}-level snippet (the wsgate_ws upstream and the
-// server on the listen addresses) that carries client WebSockets with
-// client_proxy = "stream"; empty otherwise.
+// Stream renders the stream{}-level snippet: with client_proxy = "stream",
+// the wsgate_ws upstream and the server on the listen addresses that
+// carries client WebSockets; with push_proxy = "stream", the server of
+// each push port. Empty when neither is "stream".
 func Stream(c *config.Config) (string, error) {
-	if !c.Stream() {
+	if !c.UsesStream() {
 		return "", c.Validate()
 	}
 	return render("stream.conf", c)
@@ -125,8 +129,8 @@ type snippets struct {
 	HTTP, Loc, Stream string
 }
 
-// parts renders each snippet of c; those c's client_proxy has no use for
-// are empty.
+// parts renders each snippet of c; those c's client_proxy and push_proxy
+// have no use for are empty.
 func parts(c *config.Config) (snippets, error) {
 	var p snippets
 	var err error
@@ -140,9 +144,9 @@ func parts(c *config.Config) (snippets, error) {
 	return p, err
 }
 
-// Snippets renders what `wsgate nginx` prints: HTTP, then Location (or
-// Stream first, with client_proxy = "stream"), each introduced by a comment
-// telling where to include it.
+// Snippets renders what `wsgate nginx` prints: Stream, HTTP and Location,
+// those that are not empty, each introduced by a comment telling where to
+// include it.
 func Snippets(c *config.Config) (string, error) {
 	p, err := parts(c)
 	if err != nil {
@@ -151,12 +155,18 @@ func Snippets(c *config.Config) (string, error) {
 	return execute("snippets.conf", p)
 }
 
+// render executes the template name for c; what it renders, if anything,
+// ends in exactly one newline.
 func render(name string, c *config.Config) (string, error) {
 	v, err := newView(c)
 	if err != nil {
 		return "", err
 	}
-	return execute(name, v)
+	s, err := execute(name, v)
+	if s = strings.TrimRight(s, "\n"); s != "" {
+		s += "\n"
+	}
+	return s, err
 }
 
 func execute(name string, data any) (string, error) {

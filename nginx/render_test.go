@@ -344,13 +344,72 @@ func TestStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, http, ok := strings.Cut(snip, "# --- 2. http{} level")
-	if !ok || !strings.Contains(stream, "# --- 1. stream{} level") || !strings.Contains(stream, "upstream wsgate_ws {") ||
+	stream, http, ok := strings.Cut(snip, "# --- http{} level")
+	if !ok || !strings.Contains(stream, "# --- stream{} level") || !strings.Contains(stream, "upstream wsgate_ws {") ||
 		!strings.Contains(stream, "proxy_protocol on;") || !strings.Contains(http, "upstream wsgate_push_1 {") ||
 		strings.Contains(snip, "stream {\n") || strings.Contains(snip, "location /ws") || strings.Contains(snip, "load_module") {
 		t.Errorf("snippets:\n%s", snip)
 	}
 	if l, err := Location(&c); err != nil || l != "" {
 		t.Errorf("location snippet %q, %v; want none", l, err)
+	}
+}
+
+// With nginx.push_proxy = "stream", each push port is a stream server
+// passing connections to its instance's push socket, with the clients'
+// location (client_proxy = "http") or stream server (client_proxy =
+// "stream") as before, and no http push servers.
+func TestStreamPush(t *testing.T) {
+	c := config.Default()
+	c.Nginx.PushProxy = "stream"
+	c.Push.Listen = []string{"127.0.0.1", "::1"}
+	s, err := Standalone(&c, Options{StateDir: "/tmp/x", WebRoot: "/tmp/x/www"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, http, ok := strings.Cut(s, "\nhttp {")
+	if !ok {
+		t.Fatalf("no http{}:\n%s", s)
+	}
+	for _, d := range []string{
+		"load_module /usr/lib/nginx/modules/ngx_stream_module.so;", "stream {",
+		"listen 127.0.0.1:48775;", "listen [::1]:48775;", "proxy_pass unix:/run/wsgate/push-1.sock;",
+		"listen 127.0.0.1:48778;", "listen [::1]:48778;", "proxy_pass unix:/run/wsgate/push-4.sock;",
+		"proxy_timeout 10m;",
+	} {
+		if !hasDirective(stream, d) {
+			t.Errorf("stream{} lacks %q:\n%s", d, stream)
+		}
+	}
+	for _, d := range []string{"map $http_upgrade $wsgate_connection_upgrade {", "upstream wsgate_ws {", "location /ws {", "location = / {"} {
+		if !strings.Contains(http, d) {
+			t.Errorf("http{} lacks %q:\n%s", d, http)
+		}
+	}
+	for _, absent := range []string{"wsgate_push_", "48775", "nginx_status", "proxy_protocol", "client_max_body_size"} {
+		if strings.Contains(http, absent) {
+			t.Errorf("http{} has %q:\n%s", absent, http)
+		}
+	}
+	if strings.Contains(stream, "proxy_protocol") || strings.Contains(stream, "upstream wsgate_ws") {
+		t.Errorf("client stream server without client_proxy = \"stream\":\n%s", stream)
+	}
+	c.Nginx.StreamModule = "/nonexistent/ngx_stream_module.so"
+	if err := Modules(&c); err == nil || !strings.Contains(err.Error(), "libnginx-mod-stream") {
+		t.Errorf("a missing stream module with push_proxy = \"stream\": %v", err)
+	}
+
+	// Both through the stream module: nothing for http{}.
+	c.Nginx.ClientProxy = "stream"
+	snip, err := Snippets(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(snip, "# --- stream{} level") || strings.Contains(snip, "http{} level") || strings.Contains(snip, "server{} level") ||
+		!strings.Contains(snip, "proxy_protocol on;") || !strings.Contains(snip, "proxy_pass unix:/run/wsgate/push-4.sock;") {
+		t.Errorf("snippets:\n%s", snip)
+	}
+	if h, err := HTTP(&c); err != nil || h != "" {
+		t.Errorf("http snippet %q, %v; want none", h, err)
 	}
 }

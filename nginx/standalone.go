@@ -96,7 +96,7 @@ func Standalone(c *config.Config, o Options) (string, error) {
 		snippets:     p,
 		Scripts:      web.Scripts,
 	}
-	if c.Stream() {
+	if c.UsesStream() {
 		s.LoadModule = c.Nginx.StreamModule
 	}
 	if n := c.Nginx.WorkerProcesses; n > 0 {
@@ -109,9 +109,9 @@ func Standalone(c *config.Config, o Options) (string, error) {
 }
 
 // Modules checks that the dynamic modules the standalone config loads are
-// installed: with client_proxy = "stream", nginx.stream_module.
+// installed: with client_proxy or push_proxy "stream", nginx.stream_module.
 func Modules(c *config.Config) error {
-	if m := c.Nginx.StreamModule; c.Stream() && m != "" {
+	if m := c.Nginx.StreamModule; c.UsesStream() && m != "" {
 		if _, err := os.Stat(m); err != nil {
 			return fmt.Errorf("nginx.stream_module: %w (Debian: apt-get install libnginx-mod-stream; \"\" when nginx has the stream module built in)", err)
 		}

@@ -115,6 +115,7 @@ func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
 	}
 	id, ok := pushID(r, s.location)
 	if !ok {
+		finishBody(r, false)
 		writeError(w, &pushError{http.StatusNotFound, "no such path: push to " + s.location + " or " + s.location + "/ID"})
 		return
 	}
@@ -128,6 +129,8 @@ func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
 	if err.status == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", "POST, DELETE")
 	}
+	// Only a body without a length is read before it is found too large.
+	finishBody(r, err == errTooLarge && r.ContentLength < 0)
 	writeError(w, err)
 	if s.log.Enabled(r.Context(), levelDebug) {
 		s.log.Debug("push refused", "id", id, "status", err.status, "error", err.reason)
@@ -194,6 +197,26 @@ func (s *Server) deliver(c *client, f frame) *pushError {
 		return errFull
 	}
 	return nil
+}
+
+// maxDrain is the most finishBody reads of a body nobody wants.
+const maxDrain = 64 << 20
+
+// finishBody reads and discards what is left of the body of a request
+// about to be refused before its body was read through (413, 404...), up
+// to maxDrain bytes; net/http alone would read 256 KiB of it and close
+// the connection. Closing a socket with unread data resets the
+// connection, and the reset can overtake the answer: the backend would
+// see "connection reset" instead of a 413. nginx's http push servers read
+// every body themselves; with push_proxy = "stream" the sidecar reads
+// from the backend's own connection. A client that waits for "100
+// Continue" has sent no body unless some was read (readSome), and is not
+// asked for it.
+func finishBody(r *http.Request, readSome bool) {
+	if r.ContentLength == 0 || !readSome && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	io.CopyN(io.Discard, r.Body, maxDrain)
 }
 
 func writeError(w http.ResponseWriter, e *pushError) {

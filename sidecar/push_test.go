@@ -1,13 +1,17 @@
 package sidecar
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -228,4 +232,86 @@ func TestClientMessageOverMaxIsClosed1009(t *testing.T) {
 		t.Fatalf("close code %d, want 1009", code)
 	}
 	eventually(t, "client gone", func() bool { return ts.Connections() == 0 })
+}
+
+// A push answered before its body was read through (413 by length or
+// chunked, 404, 405, a batch over max_batch by length) still has its body
+// read, after the answer, so the backend can send all of it and go on
+// using the connection. Closing with unread data would reset the
+// connection, and with nginx.push_proxy = "stream" the reset reaches the
+// backend and can overtake the answer.
+func TestRefusedBodyIsRead(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) { c.Push.MaxBody, c.Push.MaxBatch = 1000, 2000 })
+	_, id := ts.connect(t)
+	conn, err := net.Dial("unix", ts.pushPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	// Far more than net/http reads of an unread body on its own (256 KiB).
+	body := bytes.Repeat([]byte("x"), 1<<20)
+	send := func(method, path string, chunked bool, body []byte) (int, string) {
+		t.Helper()
+		sent := make(chan error, 1)
+		go func() {
+			head := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\n\r\n", method, path, len(body))
+			if chunked {
+				head = fmt.Sprintf("%s %s HTTP/1.1\r\nHost: push\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", method, path, len(body))
+			}
+			_, err := conn.Write(append([]byte(head), body...))
+			if err == nil && chunked {
+				_, err = conn.Write([]byte("\r\n0\r\n\r\n"))
+			}
+			sent <- err
+		}()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		if err := <-sent; err != nil {
+			t.Fatalf("%s %s: sending the body after the answer %d: %v", method, path, resp.StatusCode, err)
+		}
+		return resp.StatusCode, string(answer)
+	}
+	for _, c := range []struct {
+		method, path string
+		chunked      bool
+		want         int
+	}{
+		{"POST", "/ws/" + id, false, 413},
+		{"POST", "/ws/" + id, true, 413},
+		{"POST", "/ws/AAAAAAAAAAAAAAAAAAAAAA", false, 404},
+		{"PUT", "/ws/" + id, false, 405},
+		{"POST", "/elsewhere", false, 404},
+		{"POST", "/ws/batch", false, 413},
+		{"PUT", "/ws/batch", true, 405},
+	} {
+		if status, answer := send(c.method, c.path, c.chunked, body); status != c.want || !strings.Contains(answer, `"error"`) {
+			t.Errorf("%s %s (chunked %v): %d %s, want %d", c.method, c.path, c.chunked, status, answer, c.want)
+		}
+	}
+	if status, answer := send("POST", "/ws/"+id, false, []byte("still served")); status != 204 {
+		t.Fatalf("the push after: %d %s", status, answer)
+	}
+	// A batch found too large as it is read is answered and its
+	// connection closed, once the rest was read.
+	if status, answer := send("POST", "/ws/batch", true, append(bytes.Repeat([]byte("{}\n"), 1000), body...)); status != 200 || !strings.Contains(answer, `"status":413`) {
+		t.Fatalf("chunked batch over max_batch: %d %s", status, answer)
+	}
+
+	// A client that waits for "100 Continue" before sending a body that
+	// is too large is answered at once and need not send it.
+	conn, err = net.Dial("unix", ts.pushPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", id, len(body))
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 413 {
+		t.Fatalf("Expect: 100-continue over max_body: %v %v", resp, err)
+	}
 }

@@ -30,8 +30,12 @@ type Nginx struct {
 }
 
 // NginxURL is where the generated config serves stub_status: instance 1's
-// push port on the first push address (loopback for a wildcard).
+// push port on the first push address (loopback for a wildcard). Empty
+// with nginx.push_proxy = "stream", whose push ports are stream servers.
 func NginxURL(c *config.Config) string {
+	if c.StreamPush() {
+		return ""
+	}
 	host := strings.Trim(c.Push.Listen[0], "[]")
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
@@ -42,8 +46,15 @@ func NginxURL(c *config.Config) string {
 	return "http://" + net.JoinHostPort(host, strconv.Itoa(c.PushPort(1))) + "/nginx_status"
 }
 
+// errNoStubStatus is Nginx.Error when the config serves no stub_status.
+const errNoStubStatus = "not served with nginx.push_proxy = \"stream\" (stub_status is an http server's)"
+
 func queryNginx(ctx context.Context, c *config.Config, timeout time.Duration) Nginx {
 	n := Nginx{URL: NginxURL(c)}
+	if n.URL == "" {
+		n.Error = errNoStubStatus
+		return n
+	}
 	if err := n.fetch(ctx, timeout); err != nil {
 		n.Error = err.Error()
 	} else {

@@ -101,6 +101,21 @@ func TestQuery(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
+
+	// Push ports through the stream module: nginx serves no stub_status,
+	// which Query reports without asking.
+	c.Nginx.PushProxy = "stream"
+	r = Query(context.Background(), &c, Options{Timeout: 5 * time.Second})
+	if r.Nginx.Up || r.Nginx.URL != "" || r.Nginx.Error != errNoStubStatus || r.Totals.Up != 2 {
+		t.Errorf("push_proxy = \"stream\": nginx %+v, totals %+v", r.Nginx, r.Totals)
+	}
+	b.Reset()
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !strings.Contains(out, "nginx: stub_status not served with nginx.push_proxy = \"stream\"") {
+		t.Errorf("push_proxy = \"stream\": table\n%s", out)
+	}
 }
 
 // A sidecar that accepts but never answers is down once the timeout passes.

@@ -33,6 +33,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	n := r.Nginx
+	if !n.Up && n.URL == "" {
+		_, err := fmt.Fprintf(w, "nginx: stub_status %s\n", n.Error)
+		return err
+	}
 	if !n.Up {
 		_, err := fmt.Fprintf(w, "nginx: no stub_status at %s: %s\n", n.URL, n.Error)
 		return err

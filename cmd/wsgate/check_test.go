@@ -152,6 +152,13 @@ func TestNginx(t *testing.T) {
 	if code, _, stderr := run(t, "nginx", "-config", stream, "-part", "location"); code != 1 || !strings.Contains(stderr, `its snippets are "stream" and "http"`) {
 		t.Errorf("wsgate nginx -part location of a stream config: exit %d %s", code, stderr)
 	}
+	both := writeFile(t, t.TempDir(), "both.toml", "[nginx]\nclient_proxy = \"stream\"\npush_proxy = \"stream\"\n")
+	if code, stdout, stderr := run(t, "nginx", "-config", both, "-part", "stream"); code != 0 || !strings.Contains(stdout, "proxy_protocol on;") || !strings.Contains(stdout, "proxy_pass unix:/run/wsgate/push-4.sock;") {
+		t.Errorf("wsgate nginx -part stream, all stream: exit %d, printed\n%s%s", code, stdout, stderr)
+	}
+	if code, _, stderr := run(t, "nginx", "-config", both, "-part", "http"); code != 1 || !strings.Contains(stderr, `its snippets are "stream"`) {
+		t.Errorf("wsgate nginx -part http, all stream: exit %d %s", code, stderr)
+	}
 
 	def := config.Default()
 	if want, err = nginx.Snippets(&def); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/nginx"
@@ -16,7 +17,7 @@ func runNginx(args []string) error {
 	cfgPath := fs.String("config", "", "TOML configuration `file` (default: the built-in defaults)")
 	standalone := fs.Bool("standalone", false, "print a complete nginx.conf instead of the snippets for your own nginx")
 	state := fs.String("state", filepath.Join(os.TempDir(), "wsgate"), "`dir`ectory for the standalone nginx's pid file, error log and temp files")
-	part := fs.String("part", "", "print only one snippet: \"http\" (for http{}), \"location\" (for your server{}) or, with nginx.client_proxy = \"stream\", \"stream\" (for stream{})")
+	part := fs.String("part", "", "print only one snippet: \"stream\" (for stream{}, when nginx.client_proxy or nginx.push_proxy is \"stream\"), \"http\" (for http{}) or \"location\" (for your server{}, when nginx.client_proxy is \"http\")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -29,19 +30,20 @@ func runNginx(args []string) error {
 		return err
 	}
 	var out string
-	switch {
-	case *part == "http":
-		out, err = nginx.HTTP(&c)
-	case *part == "location" && c.Stream():
-		return fmt.Errorf("-part location: nginx.client_proxy is %q; its snippets are \"stream\" and \"http\"", c.Nginx.ClientProxy)
-	case *part == "stream" && !c.Stream():
-		return fmt.Errorf("-part stream: nginx.client_proxy is %q; its snippets are \"http\" and \"location\"", c.Nginx.ClientProxy)
-	case *part == "location":
-		out, err = nginx.Location(&c)
-	case *part == "stream":
-		out, err = nginx.Stream(&c)
+	renders := map[string]func(*config.Config) (string, error){"stream": nginx.Stream, "http": nginx.HTTP, "location": nginx.Location}
+	switch render, ok := renders[*part]; {
+	case ok:
+		if out, err = render(&c); err == nil && out == "" {
+			var have []string
+			for _, name := range []string{"stream", "http", "location"} {
+				if s, _ := renders[name](&c); s != "" {
+					have = append(have, fmt.Sprintf("%q", name))
+				}
+			}
+			return fmt.Errorf("-part %s: empty with nginx.client_proxy = %q and nginx.push_proxy = %q; its snippets are %s", *part, c.Nginx.ClientProxy, c.Nginx.PushProxy, strings.Join(have, " and "))
+		}
 	case *part != "":
-		return fmt.Errorf("-part %q: want \"http\", \"location\" or \"stream\"", *part)
+		return fmt.Errorf("-part %q: want \"stream\", \"http\" or \"location\"", *part)
 	case *standalone:
 		dir, err := filepath.Abs(*state)
 		if err != nil {

@@ -24,7 +24,8 @@ func runStatus(args []string) error {
 		fmt.Fprint(fs.Output(), `usage: wsgate status [-config FILE] [-json] [-interval D] [-timeout D]
 
 Asks every instance for GET /status over its push socket (runtime_dir/push-<i>.sock),
-all at once, and nginx for its stub_status at push.listen[0]:push.port_base/nginx_status.
+all at once, and nginx for its stub_status at push.listen[0]:push.port_base/nginx_status
+(not served with nginx.push_proxy = "stream").
 Prints one row per instance (pid, uptime, connections, pushes/s, drops: pushes refused
 with 503 since it started), the totals, and nginx's connection counts. An instance that
 does not answer within -timeout is reported down and the exit status is 1.
