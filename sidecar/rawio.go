@@ -27,6 +27,9 @@ func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
 		return 0, 0
 	}
 	n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e == 0 {
+		raceWritten(p[:n])
+	}
 	return int(n), e
 }
 
@@ -36,6 +39,7 @@ func rawWritev(fd uintptr, bufs ...[]byte) (int, syscall.Errno) {
 	n := 0
 	for _, b := range bufs {
 		if len(b) > 0 && n < len(iov) {
+			raceRead(b)
 			iov[n].Base = &b[0]
 			iov[n].SetLen(len(b))
 			n++
