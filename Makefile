@@ -78,12 +78,14 @@ clean:
 # /usr/local or /usr), leaving /etc/systemd/system to the admin's overrides,
 # and to /etc/systemd/system for any other PREFIX; their ExecStart= is rewritten
 # to $(PREFIX)/bin/wsgate and $(SYSCONFDIR)/wsgate/wsgate.toml. An existing
-# wsgate.toml is kept; the nginx snippets are rendered from it every time,
-# `wsgate nginx -part http` into $(NGINXDIR)/conf.d/wsgate.conf and
-# `-part location` into $(NGINXDIR)/snippets/wsgate-location.conf, or with
-# nginx.client_proxy = "stream", `-part stream` into $(NGINXDIR)/wsgate-stream.conf
-# (for inclusion inside stream{}). The other mode's file, if left from
-# before, is named in a warning: nginx.conf includes it, so it is not removed.
+# wsgate.toml is kept; the nginx snippets it has are rendered from it every
+# time: `wsgate nginx -part http` into $(NGINXDIR)/conf.d/wsgate.conf (a
+# comment only when nginx.client_proxy and nginx.push_proxy are both
+# "stream"), `-part location` into $(NGINXDIR)/snippets/wsgate-location.conf
+# (with client_proxy = "http") and `-part stream` into
+# $(NGINXDIR)/wsgate-stream.conf (for inclusion inside stream{}, when either
+# is "stream"). A snippet left from another combination is named in a
+# warning: nginx.conf includes it, so it is not removed.
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
