@@ -110,8 +110,10 @@ install: build
 		install -m 0644 systemd/wsgate.toml $(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml; \
 	fi
 	@# Each snippet the TOML has (wsgate nginx -part fails on one it has
-	@# not); conf.d/wsgate.conf always, as nginx includes all of conf.d.
+	@# not, once the whole config renders); conf.d/wsgate.conf always, as
+	@# nginx includes all of conf.d.
 	@bin=$(DESTDIR)$(PREFIX)/bin/wsgate; cfg=$(DESTDIR)$(SYSCONFDIR)/wsgate/wsgate.toml; \
+	$$bin nginx -config $$cfg >/dev/null || exit 1; \
 	for part in http stream location; do \
 		case $$part in \
 		http) f=$(DESTDIR)$(NGINXDIR)/conf.d/wsgate.conf; next="nginx includes conf.d/ in http{} itself";; \

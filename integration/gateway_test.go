@@ -143,8 +143,9 @@ func testPushCases(t *testing.T, extra string) {
 	expectFrame(websocket.TextMessage, []byte{})
 
 	expectError("POST", pushURL, "", append(exact, 'x'), 413, "max_body")
-	// Far over the limit: the 413 arrives whole while the body is still
-	// being sent, and the next push goes through.
+	// Far over the limit: the backend gets the 413 (from nginx, or with
+	// push_proxy = "stream" from the sidecar, which reads the rest of the
+	// body first), not a reset, and the next push goes through.
 	expectError("POST", pushURL, "", bytes.Repeat([]byte("x"), 4<<20), 413, "max_body")
 	if s, body := post(t, hc, pushURL, "", []byte("after 413")); s != 204 {
 		t.Fatalf("after 413: %d %s", s, body)
@@ -365,7 +366,7 @@ func TestUpShutdown(t *testing.T) {
 
 // POST <location>/batch through nginx delivers many messages in one request
 // to the clients of that push port's sidecar; over push.max_batch nginx
-// answers 413 in JSON.
+// (or with push_proxy = "stream" the sidecar) answers 413 in JSON.
 func TestBatchThroughNginx(t *testing.T) {
 	forPushProxies(t, testBatch)
 }

@@ -16,7 +16,6 @@ import (
 // named in a warning.
 func TestMakeInstallSnippets(t *testing.T) {
 	needNginx(t)
-	needStreamModule(t)
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Skip("make is not installed")
 	}
@@ -42,6 +41,9 @@ func TestMakeInstallSnippets(t *testing.T) {
 	}
 	for _, proxies := range [][2]string{{"http", "http"}, {"stream", "http"}, {"http", "stream"}, {"stream", "stream"}} {
 		t.Run(proxies[0]+"-"+proxies[1], func(t *testing.T) {
+			if proxies != [2]string{"http", "http"} {
+				needStreamModule(t)
+			}
 			dest = t.TempDir()
 			toml := fmt.Sprintf("instances = 2\nruntime_dir = %q\nlisten = [\"127.0.0.1:%d\"]\n[push]\nport_base = %d\n[nginx]\nclient_proxy = %q\npush_proxy = %q\n",
 				filepath.Join(dest, "run"), base+2, base, proxies[0], proxies[1])
@@ -104,14 +106,28 @@ func TestMakeInstallSnippets(t *testing.T) {
 			if !clientStream {
 				stale = "wsgate-stream.conf"
 			}
-			if exists(stale) {
-				return // http-stream has both
+			if !exists(stale) { // http-stream has both
+				if err := os.WriteFile(filepath.Join(etc, stale), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if out := install(t); !strings.Contains(out, "warning: "+filepath.Join(etc, stale)+" is left") {
+					t.Errorf("no warning about the stale %s:\n%s", stale, out)
+				}
 			}
-			if err := os.WriteFile(filepath.Join(etc, stale), nil, 0o644); err != nil {
+
+			// A TOML with a mistake fails the install and leaves the
+			// snippets as they were.
+			before, _ := os.ReadFile(filepath.Join(etc, "conf.d/wsgate.conf"))
+			if err := os.WriteFile(tomlPath, []byte(toml+"push_proxi = \"stream\"\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if out := install(t); !strings.Contains(out, "warning: "+filepath.Join(etc, stale)+" is left") {
-				t.Errorf("no warning about the stale %s:\n%s", stale, out)
+			cmd := exec.Command("make", "-s", "--no-print-directory", "-C", repo, "install",
+				"DESTDIR="+dest, "PREFIX=/usr", "BIN="+filepath.Join(dest, "build", "wsgate"))
+			if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "push_proxi") {
+				t.Errorf("make install of a bad TOML: %v\n%s", err, out)
+			}
+			if after, _ := os.ReadFile(filepath.Join(etc, "conf.d/wsgate.conf")); string(after) != string(before) {
+				t.Errorf("a bad TOML changed conf.d/wsgate.conf:\n%s", after)
 			}
 		})
 	}

@@ -413,3 +413,31 @@ func TestStreamPush(t *testing.T) {
 		t.Errorf("http snippet %q, %v; want none", h, err)
 	}
 }
+
+// Every combination of client_proxy and push_proxy renders tidy configs:
+// no run of blank lines, no blank line before a closing brace, no brace
+// closing on a directive's line.
+func TestProxyCombinationsAreTidy(t *testing.T) {
+	for _, proxies := range [][2]string{{"http", "http"}, {"stream", "http"}, {"http", "stream"}, {"stream", "stream"}} {
+		c := config.Default()
+		c.Nginx.ClientProxy, c.Nginx.PushProxy = proxies[0], proxies[1]
+		standalone, err := Standalone(&c, Options{StateDir: "/tmp/x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snippets, err := Snippets(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, s := range map[string]string{"standalone": standalone, "snippets": snippets} {
+			for _, bad := range []string{"\n\n\n", "\n\n}", "\n\n    }", ";}"} {
+				if i := strings.Index(s, bad); i >= 0 {
+					t.Errorf("%s, client_proxy %s, push_proxy %s: %q at %d:\n%s", name, proxies[0], proxies[1], bad, i, s)
+				}
+			}
+			if !strings.HasSuffix(s, "}\n") || strings.HasSuffix(s, "\n\n") {
+				t.Errorf("%s, client_proxy %s, push_proxy %s: does not end in one newline after a brace", name, proxies[0], proxies[1])
+			}
+		}
+	}
+}

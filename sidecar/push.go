@@ -211,9 +211,11 @@ const maxDrain = 64 << 20
 // every body themselves; with push_proxy = "stream" the sidecar reads
 // from the backend's own connection. A client that waits for "100
 // Continue" has sent no body unless some was read (readSome), and is not
-// asked for it.
+// asked for it; a body declared longer than maxDrain is not read at all,
+// as the connection is closed with data left either way.
 func finishBody(r *http.Request, readSome bool) {
-	if r.ContentLength == 0 || !readSome && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+	if r.ContentLength == 0 || r.ContentLength > maxDrain ||
+		!readSome && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
 		return
 	}
 	io.CopyN(io.Discard, r.Body, maxDrain)

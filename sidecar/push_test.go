@@ -234,9 +234,9 @@ func TestClientMessageOverMaxIsClosed1009(t *testing.T) {
 	eventually(t, "client gone", func() bool { return ts.Connections() == 0 })
 }
 
-// A push answered before its body was read through (413 by length or
+// A push refused before its body was read through (413 by length or
 // chunked, 404, 405, a batch over max_batch by length) still has its body
-// read, after the answer, so the backend can send all of it and go on
+// read, before the answer, so the backend can send all of it and go on
 // using the connection. Closing with unread data would reset the
 // connection, and with nginx.push_proxy = "stream" the reset reaches the
 // backend and can overtake the answer.
@@ -288,6 +288,8 @@ func TestRefusedBodyIsRead(t *testing.T) {
 		{"POST", "/elsewhere", false, 404},
 		{"POST", "/ws/batch", false, 413},
 		{"PUT", "/ws/batch", true, 405},
+		{"POST", "/metrics", false, 405},
+		{"DELETE", "/status", true, 405},
 	} {
 		if status, answer := send(c.method, c.path, c.chunked, body); status != c.want || !strings.Contains(answer, `"error"`) {
 			t.Errorf("%s %s (chunked %v): %d %s, want %d", c.method, c.path, c.chunked, status, answer, c.want)
@@ -296,8 +298,8 @@ func TestRefusedBodyIsRead(t *testing.T) {
 	if status, answer := send("POST", "/ws/"+id, false, []byte("still served")); status != 204 {
 		t.Fatalf("the push after: %d %s", status, answer)
 	}
-	// A batch found too large as it is read is answered and its
-	// connection closed, once the rest was read.
+	// A batch found too large as it is read has the rest read, is
+	// answered, and its connection closed.
 	if status, answer := send("POST", "/ws/batch", true, append(bytes.Repeat([]byte("{}\n"), 1000), body...)); status != 200 || !strings.Contains(answer, `"status":413`) {
 		t.Fatalf("chunked batch over max_batch: %d %s", status, answer)
 	}
@@ -313,5 +315,18 @@ func TestRefusedBodyIsRead(t *testing.T) {
 	fmt.Fprintf(conn, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", id, len(body))
 	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 413 {
 		t.Fatalf("Expect: 100-continue over max_body: %v %v", resp, err)
+	}
+
+	// Nor is a body declared longer than maxDrain read: its connection is
+	// closed with data left either way.
+	conn, err = net.Dial("unix", ts.pushPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\n\r\n", id, maxDrain+1)
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 413 {
+		t.Fatalf("Content-Length over maxDrain: %v %v", resp, err)
 	}
 }

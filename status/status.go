@@ -54,7 +54,8 @@ type Totals struct {
 func (r *Report) Down() int { return r.Totals.Instances - r.Totals.Up }
 
 // Query asks every instance of c for its status, all in parallel, and nginx
-// for its stub_status at push.listen[0]:push.port_base.
+// for its stub_status at push.listen[0]:push.port_base (not served with
+// nginx.push_proxy = "stream": Nginx.Error says so).
 func Query(ctx context.Context, c *config.Config, o Options) *Report {
 	r := &Report{Instances: make([]Instance, c.Instances)}
 	ngx := make(chan Nginx, 1)
