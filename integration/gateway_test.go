@@ -51,8 +51,9 @@ func TestAffinityThroughNginx(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := 0; j < 5; j++ {
-				if s, body := post(t, hc, urls[i], "", []byte(fmt.Sprintf("%d/%d", i, j))); s != 204 {
-					errs <- fmt.Errorf("push to client %d: %d %s", i, s, body)
+				s, body, err := tryDo(hc, "POST", urls[i], "", []byte(fmt.Sprintf("%d/%d", i, j)))
+				if err != nil || s != 204 {
+					errs <- fmt.Errorf("push to client %d: %d %s %v", i, s, body, err)
 					return
 				}
 			}

@@ -126,20 +126,29 @@ func post(t *testing.T, hc *http.Client, url, contentType string, body []byte) (
 
 func do(t *testing.T, hc *http.Client, method, url, contentType string, body []byte) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	status, answer, err := tryDo(hc, method, url, contentType, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return status, answer
+}
+
+// tryDo is do for goroutines other than the test's: it returns the error.
+func tryDo(hc *http.Client, method, url, contentType string, body []byte) (int, string, error) {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		return 0, "", fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, string(b), nil
 }
 
 // readMsg reads one message with a deadline.

@@ -121,3 +121,36 @@ func TestNewRawConnPipe(t *testing.T) {
 		t.Fatalf("net.Pipe made %T", c)
 	}
 }
+
+// Closing a rawConn ends a Read waiting for input and a Write waiting for
+// room with net.ErrClosed, as package net does (shutdown closes push
+// connections net/http is reading).
+func TestRawConnCloseWhileWaiting(t *testing.T) {
+	for _, op := range []string{"read", "write"} {
+		t.Run(op, func(t *testing.T) {
+			server, client := unixPair(t)
+			defer client.Close()
+			c := newRawConn(server)
+			done := make(chan error, 1)
+			go func() {
+				var err error
+				if op == "read" {
+					_, err = c.Read(make([]byte, 16))
+				} else {
+					_, err = c.Write(make([]byte, 8<<20)) // more than the socket holds
+				}
+				done <- err
+			}()
+			time.Sleep(50 * time.Millisecond) // most likely waiting by now; if not, it finds the conn closed
+			c.Close()
+			select {
+			case err := <-done:
+				if !errors.Is(err, net.ErrClosed) {
+					t.Fatalf("%s on a closed conn: %v, want net.ErrClosed", op, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s still waiting after Close", op)
+			}
+		})
+	}
+}
