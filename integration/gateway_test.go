@@ -308,6 +308,62 @@ func TestSidecarCrashRefusesNoClient(t *testing.T) {
 	t.Logf("%d clients connected while sidecar 1 was killed and restarted", n)
 }
 
+// A backend that keeps its push connections alive goes on pushing across a
+// kill -9 of the sidecar behind the port: its next push is answered by the
+// restarted sidecar (404: the client went with the old one), not failed,
+// and pushes to new clients are delivered; with push ports as http servers
+// (nginx retries on a fresh upstream connection) and as stream servers
+// (nginx closes the backend's connection, which its client replaces).
+func TestPushAcrossSidecarCrash(t *testing.T) {
+	forPushProxies(t, func(t *testing.T, extra string) {
+		g := startUp(t, 2, "127.0.0.1", extra)
+		port := strconv.Itoa(g.portBase) // instance 1
+		dial := func() (*websocket.Conn, string) {
+			t.Helper()
+			for i := 0; i < 50; i++ {
+				c, welcome := mustDial(t, g.clientWS, "")
+				if u, _ := url.Parse(firstURL(welcome)); u.Port() == port {
+					return c, firstURL(welcome)
+				}
+				c.Close()
+			}
+			t.Fatal("no client on instance 1 in 50 tries")
+			return nil, ""
+		}
+		c, pushURL := dial()
+		hc := httpClient("")
+		if s, body := post(t, hc, pushURL, "", []byte("before")); s != 204 {
+			t.Fatalf("push before the kill: %d %s", s, body)
+		}
+		old := g.sidecarPID(t, 1)
+		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if _, msg := readMsg(t, c); string(msg) != "before" {
+			t.Fatalf("got %q", msg)
+		}
+		closeCode(t, c) // gone with the sidecar
+		waitFor(t, 20*time.Second, "sidecar 1 restarted", func() bool {
+			for pid, line := range g.pids() {
+				if pid != old && strings.Contains(line, " serve ") && strings.HasSuffix(line, "-instance 1") {
+					return true
+				}
+			}
+			return false
+		})
+		if s, body := post(t, hc, pushURL, "", []byte("to the old client")); s != 404 {
+			t.Fatalf("push to the old client after the restart: %d %s", s, body)
+		}
+		c, pushURL = dial()
+		if s, body := post(t, hc, pushURL, "", []byte("after")); s != 204 {
+			t.Fatalf("push to a new client: %d %s", s, body)
+		}
+		if _, msg := readMsg(t, c); string(msg) != "after" {
+			t.Fatalf("got %q", msg)
+		}
+	})
+}
+
 // nginx reload (SIGHUP to up, forwarded to nginx) keeps connected clients.
 func TestNginxReloadKeepsClients(t *testing.T) {
 	g := startUp(t, 2, "127.0.0.1", "")
