@@ -30,6 +30,7 @@ type metrics struct {
 	drops            *prometheus.CounterVec // by reason
 	slowCloses       prometheus.Counter
 	undelivered      prometheus.Counter
+	handovers        prometheus.Counter // push connections handed to net/http
 	// The upstream's metrics are upstreamMetrics, below.
 }
 
@@ -77,6 +78,7 @@ func newMetrics(version string, connections func() float64) *metrics {
 	})
 	m.reg.MustRegister(m.queued)
 	m.drops = vec("push_drops_total", "Pushes refused with 503, by reason.", "reason")
+	m.handovers = counter("push_handovers_total", "Push connections the fast path handed to net/http, at a request it does not take (chunked, Expect, batch, /metrics...).")
 	m.undelivered = counter("messages_undelivered_total", "Messages accepted for a client (204) but never written, because its connection ended first.")
 	m.slowCloses = counter("slow_client_closes_total", "Clients closed because their send queue was full.")
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

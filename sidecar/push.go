@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -120,21 +121,17 @@ func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err := s.push(r, id, arrived)
+	s.pushed(id, err)
 	if err == nil {
-		s.metrics.pushed(http.StatusNoContent)
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	s.metrics.pushed(err.status)
 	if err.status == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", "POST, DELETE")
 	}
 	// Only a body without a length is read before it is found too large.
 	finishBody(r, err == errTooLarge && r.ContentLength < 0)
 	writeError(w, err)
-	if s.log.Enabled(r.Context(), levelDebug) {
-		s.log.Debug("push refused", "id", id, "status", err.status, "error", err.reason)
-	}
 }
 
 // push carries out one push API request; nil means 204.
@@ -142,18 +139,9 @@ func (s *Server) push(r *http.Request, id string, arrived int64) *pushError {
 	if r.Method != http.MethodPost && r.Method != http.MethodDelete {
 		return &pushError{http.StatusMethodNotAllowed, "method " + r.Method + " not allowed: POST a message or DELETE the client"}
 	}
-	if id == "" {
-		return errNoID
-	}
-	c := s.lookup(id)
+	c, err := s.target(r.Method, id)
 	if c == nil {
-		return errNoClient
-	}
-	if r.Method == http.MethodDelete {
-		if !c.closeQueued(closeNormal, "") {
-			return errNoClient
-		}
-		return nil
+		return err
 	}
 	kind := pushKind(r.Header.Get("Content-Type"))
 	body, err := readPushBody(r, kind, s.maxBody)
@@ -161,6 +149,37 @@ func (s *Server) push(r *http.Request, id string, arrived int64) *pushError {
 		return err
 	}
 	return s.deliver(c, frame{kind: kind, data: body, at: arrived})
+}
+
+// target finds the client a POST or a DELETE to id is for; a DELETE it
+// carries out, returning no client.
+func (s *Server) target(method, id string) (*client, *pushError) {
+	if id == "" {
+		return nil, errNoID
+	}
+	c := s.lookup(id)
+	if c == nil {
+		return nil, errNoClient
+	}
+	if method == http.MethodDelete {
+		if !c.closeQueued(closeNormal, "") {
+			return nil, errNoClient
+		}
+		return nil, nil
+	}
+	return c, nil
+}
+
+// pushed counts a push request's outcome and logs a refused one.
+func (s *Server) pushed(id string, err *pushError) {
+	if err == nil {
+		s.metrics.pushed(http.StatusNoContent)
+		return
+	}
+	s.metrics.pushed(err.status)
+	if s.log.Enabled(context.Background(), levelDebug) {
+		s.log.Debug("push refused", "id", id, "status", err.status, "error", err.reason)
+	}
 }
 
 // lookup returns the client with id, or nil.
@@ -222,11 +241,16 @@ func finishBody(r *http.Request, readSome bool) {
 }
 
 func writeError(w http.ResponseWriter, e *pushError) {
-	b, _ := json.Marshal(struct {
-		Error string `json:"error"`
-	}{e.reason})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(e.status)
-	w.Write(append(b, '\n'))
+	w.Write(errorJSON(e))
+}
+
+// errorJSON is the body of an answer refusing a request: {"error": reason}.
+func errorJSON(e *pushError) []byte {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{e.reason})
+	return append(b, '\n')
 }

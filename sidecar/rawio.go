@@ -141,17 +141,6 @@ func writeAll(rc syscall.RawConn, bufs ...[]byte) (int, error) {
 	return op.n, err
 }
 
-// rawListener hands out its connections as rawConns.
-type rawListener struct{ net.Listener }
-
-func (l rawListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return newRawConn(c), nil
-}
-
 // rawConn is a socket whose Read and Write are raw system calls; the rest
 // (deadlines, Close, addresses) is its net.Conn's.
 type rawConn struct {

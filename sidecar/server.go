@@ -57,6 +57,7 @@ type Server struct {
 	// header (nginx.client_proxy = "stream").
 	proxyProtocol bool
 	proxyWarned   atomic.Int64 // when a missing PROXY header was last logged, unix ns
+	pushTimeouts  pushTimeouts
 
 	// Ids whose handshake is at the upstream's connect or after it, to a
 	// channel closed once the client is registered or the handshake
@@ -97,6 +98,7 @@ func New(c *config.Config, instance int, log *slog.Logger, opts ...Option) *Serv
 		idleTimeout:   c.WebSocket.IdleTimeout.D(),
 		writeTimeout:  c.WebSocket.WriteTimeout.D(),
 		proxyProtocol: c.Stream(),
+		pushTimeouts:  defaultPushTimeouts,
 	}
 	for _, o := range opts {
 		o(s)
@@ -136,20 +138,21 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	pushSrv := &http.Server{
 		Handler:           http.HandlerFunc(s.servePush),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       5 * time.Minute,
+		ReadHeaderTimeout: s.pushTimeouts.header,
+		ReadTimeout:       s.pushTimeouts.read,
+		WriteTimeout:      s.pushTimeouts.write,
+		IdleTimeout:       s.pushTimeouts.idle,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          errLog,
 	}
 	busy := &busyConns{state: map[net.Conn]bool{}}
 	pushSrv.ConnState = busy.track
+	pushes := newPushListener(s, push)
 	failed := make(chan error, 2)
 	served := make(chan struct{}, 2)
 	for _, serve := range []func() error{
 		func() error { return s.acceptWS(ws) },
-		func() error { return pushSrv.Serve(rawListener{push}) },
+		func() error { return pushSrv.Serve(pushes) },
 	} {
 		go func() {
 			err := serve()
@@ -184,9 +187,10 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 		context.AfterFunc(deadline, s.up.cancel) // what the upstream still has then is abandoned
 	}
 	s.waitHandshakes(deadline)
-	for busy.count() > 0 && deadline.Err() == nil {
+	for busy.count()+pushes.busy() > 0 && deadline.Err() == nil {
 		time.Sleep(2 * time.Millisecond)
 	}
+	pushes.closeIdle(deadline.Err() != nil)
 	s.shutdown(deadline, pushSrv)
 	if s.up != nil {
 		s.up.drain() // disconnect events, within the same deadline

@@ -1,0 +1,240 @@
+package sidecar
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// rawPush is a connection to a test server's push socket that writes
+// requests as given and reads answers.
+type rawPush struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (ts *testServer) rawPush(t *testing.T) *rawPush {
+	t.Helper()
+	c, err := net.Dial("unix", ts.pushPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return &rawPush{Conn: c, br: bufio.NewReader(c)}
+}
+
+func (p *rawPush) send(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if _, err := fmt.Fprintf(p, format, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// answer reads one answer: its status, headers and body; a Connection:
+// close header is not among the headers but sets closing.
+func (p *rawPush) answer(t *testing.T) (int, http.Header, string) {
+	status, h, body, _ := p.answerClosing(t)
+	return status, h, body
+}
+
+func (p *rawPush) answerClosing(t *testing.T) (status int, h http.Header, body string, closing bool) {
+	t.Helper()
+	resp, err := http.ReadResponse(p.br, nil)
+	if err != nil {
+		t.Fatalf("reading an answer: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading an answer's body: %v", err)
+	}
+	return resp.StatusCode, resp.Header, string(b), resp.Close
+}
+
+// The fast path serves pushes as net/http does: pipelined, by path and by
+// Basic auth, text and binary, empty, DELETE; refusals with their JSON
+// error; and hands no connection over for them.
+func TestFastPathServesPushes(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, id := ts.connect(t)
+	before := metricValue(t, ts, "wsgate_push_handovers_total")
+	p := ts.rawPush(t)
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"))
+
+	// Three requests in one write.
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 3\r\n\r\none"+
+		"POST /ws HTTP/1.1\r\nHost: push\r\nAuthorization: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\n\r\ntwo"+
+		"POST /ws/ HTTP/1.1\r\nHost: push\r\nauthorization: %s\r\ncontent-length: 0\r\n\r\n", id, auth, auth)
+	for i := 0; i < 3; i++ {
+		if status, h, body := p.answer(t); status != 204 || h.Get("Date") == "" || body != "" {
+			t.Fatalf("answer %d: %d %v %q", i, status, h, body)
+		}
+	}
+	for _, want := range []struct {
+		kind int
+		data string
+	}{{websocket.TextMessage, "one"}, {websocket.BinaryMessage, "two"}, {websocket.TextMessage, ""}} {
+		if kind, msg := read(t, c); kind != want.kind || string(msg) != want.data {
+			t.Fatalf("got %d %q, want %d %q", kind, msg, want.kind, want.data)
+		}
+	}
+
+	for _, refused := range []struct {
+		request string
+		status  int
+		error   string
+	}{
+		{"POST /ws/AAAAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: push\r\nContent-Length: 1\r\n\r\nx", 404, "no such client"},
+		{"POST /ws HTTP/1.1\r\nHost: push\r\nContent-Length: 1\r\n\r\nx", 400, "no client id"},
+		{"POST /ws/" + id + " HTTP/1.1\r\nHost: push\r\nContent-Length: 2\r\n\r\n\xc3\x28", 400, "UTF-8"},
+	} {
+		p.send(t, "%s", refused.request)
+		status, h, body := p.answer(t)
+		var e struct{ Error string }
+		if status != refused.status || h.Get("Content-Type") != "application/json" || h.Get("X-Content-Type-Options") != "nosniff" ||
+			json.Unmarshal([]byte(body), &e) != nil || !strings.Contains(e.Error, refused.error) {
+			t.Errorf("%q: %d %v %q, want %d with %q", refused.request, status, h, body, refused.status, refused.error)
+		}
+	}
+
+	p.send(t, "DELETE /ws/%s HTTP/1.1\r\nHost: push\r\n\r\n", id)
+	if status, _, _ := p.answer(t); status != 204 {
+		t.Fatalf("DELETE: %d", status)
+	}
+	if code := readClose(t, c); code != websocket.CloseNormalClosure {
+		t.Fatalf("close %d, want 1000", code)
+	}
+	if after := metricValue(t, ts, "wsgate_push_handovers_total"); after != before {
+		t.Fatalf("%v connections handed over, want none", after-before)
+	}
+	if got := metricValue(t, ts, `wsgate_pushes_total{code="204"}`); got != 4 {
+		t.Fatalf("%v pushes counted 204, want 4", got)
+	}
+}
+
+// A request the fast path does not take goes to net/http with what was
+// read of it, and net/http serves the connection from then on: here a
+// push that expects 100 Continue, then a plain one. Connection: close is
+// honoured on both paths.
+func TestFastPathHandsOver(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, id := ts.connect(t)
+	p := ts.rawPush(t)
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 4\r\n\r\nfast", id)
+	if status, _, _ := p.answer(t); status != 204 {
+		t.Fatalf("fast push: %d", status)
+	}
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n", id)
+	if status, _, _ := p.answer(t); status != 100 {
+		t.Fatalf("Expect: 100-continue got %d, want 100 from net/http", status)
+	}
+	p.send(t, "slow")
+	if status, _, _ := p.answer(t); status != 204 {
+		t.Fatalf("push after 100 Continue: %d", status)
+	}
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 5\r\nConnection: close\r\n\r\nafter", id)
+	if status, h, _, closing := p.answerClosing(t); status != 204 || !closing {
+		t.Fatalf("push with Connection: close on net/http: %d %v", status, h)
+	}
+	if _, err := p.br.ReadByte(); err != io.EOF {
+		t.Fatalf("net/http left the connection open: %v", err)
+	}
+	for _, want := range []string{"fast", "slow", "after"} {
+		if _, msg := read(t, c); string(msg) != want {
+			t.Fatalf("got %q, want %q", msg, want)
+		}
+	}
+	if got := metricValue(t, ts, "wsgate_push_handovers_total"); got != 2 { // and the /metrics connection
+		t.Fatalf("%v connections handed over, want 2", got)
+	}
+
+	// The fast path closes after answering Connection: close.
+	p = ts.rawPush(t)
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast", id)
+	if status, h, _, closing := p.answerClosing(t); status != 204 || !closing {
+		t.Fatalf("fast push with Connection: close: %d %v", status, h)
+	}
+	if _, err := p.br.ReadByte(); err != io.EOF {
+		t.Fatalf("the fast path left the connection open: %v", err)
+	}
+}
+
+// Slow and silent push connections are closed by the fast path's
+// timeouts: a header that stops, a body that stops, a connection that
+// sends nothing; and a header longer than the fast path reads goes to
+// net/http, which refuses one over 16 KiB.
+func TestFastPathTimeouts(t *testing.T) {
+	short := func(s *Server) {
+		s.pushTimeouts = pushTimeouts{idle: 300 * time.Millisecond, header: 200 * time.Millisecond, read: 400 * time.Millisecond, write: time.Second}
+	}
+	ts := newTestServer(t, nil, short)
+	_, id := ts.connect(t)
+	for name, partial := range map[string]string{
+		"idle":   "",
+		"header": "POST /ws/" + id + " HTTP/1.1\r\nHost: pu",
+		"body":   "POST /ws/" + id + " HTTP/1.1\r\nHost: push\r\nContent-Length: 10\r\n\r\nonly5",
+	} {
+		p := ts.rawPush(t)
+		p.send(t, "%s", partial)
+		start := time.Now()
+		if _, err := p.br.ReadByte(); err != io.EOF || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: %v after %v, want the sidecar to close the connection", name, err, time.Since(start))
+		}
+	}
+
+	p := ts.rawPush(t)
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nX-Long: %s\r\nContent-Length: 4\r\n\r\nlong", id, strings.Repeat("x", maxFastHeader))
+	if status, _, _ := p.answer(t); status != 204 {
+		t.Errorf("a header over %d bytes: %d, want 204 from net/http", maxFastHeader, status)
+	}
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nX-Long: %s\r\nContent-Length: 4\r\n\r\nlong", id, strings.Repeat("x", 32<<10))
+	if status, _, _ := p.answer(t); status != 431 {
+		t.Errorf("a header over 16 KiB: %d, want 431", status)
+	}
+}
+
+// At shutdown the fast path answers the push under way (Connection: close)
+// before the clients are closed, and closes its idle connections.
+func TestFastPathShutdown(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, id := ts.connect(t)
+	idle := ts.rawPush(t)
+	idle.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 5\r\n\r\nfirst", id)
+	if status, _, _ := idle.answer(t); status != 204 {
+		t.Fatalf("push: %d", status)
+	}
+	busy := ts.rawPush(t)
+	busy.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 6\r\n\r\nsec", id)
+	eventually(t, "the push under way", func() bool { return metricValue(t, ts, "wsgate_connections") == 1 })
+	ts.stop()
+	eventually(t, "shutdown begun", func() bool { return strings.Contains(ts.log.String(), "shutting down") })
+	busy.send(t, "ond")
+	if status, _, _, closing := busy.answerClosing(t); status != 204 || !closing {
+		t.Fatalf("push under way at shutdown: %d, closing %v", status, closing)
+	}
+	for name, p := range map[string]*rawPush{"busy": busy, "idle": idle} {
+		if _, err := p.br.ReadByte(); err != io.EOF {
+			t.Errorf("%s connection after shutdown: %v, want EOF", name, err)
+		}
+	}
+	for _, want := range []string{"first", "second"} {
+		if _, msg := read(t, c); string(msg) != want {
+			t.Fatalf("got %q, want %q", msg, want)
+		}
+	}
+	if code := readClose(t, c); code != websocket.CloseServiceRestart {
+		t.Fatalf("close %d, want 1012", code)
+	}
+	ts.shutdown(t)
+}
