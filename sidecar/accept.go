@@ -37,24 +37,32 @@ var (
 // each to its own goroutine for the handshake. Like net/http, it backs off
 // on temporary errors such as running out of file descriptors.
 func (s *Server) acceptWS(l net.Listener) error {
-	var delay time.Duration
 	for {
-		conn, err := l.Accept()
+		conn, err := s.accept(l)
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Temporary() { //nolint:staticcheck // as net/http does
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept", "error", err, "retry_in", delay.String())
-				time.Sleep(delay)
-				continue
-			}
 			return err
 		}
-		delay = 0
 		conn = newRawConn(conn)
 		s.handshaking.Add(1)
 		s.pending.Store(conn, nil)
 		go s.handshake(conn)
+	}
+}
+
+// accept accepts the next connection on l. A temporary error (out of file
+// descriptors, say) is logged and retried after a delay that doubles from
+// 5 ms to 1 s, as net/http does; any other is returned.
+func (s *Server) accept(l net.Listener) (net.Conn, error) {
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		var ne net.Error
+		if err == nil || !errors.As(err, &ne) || !ne.Temporary() { //nolint:staticcheck // as net/http does
+			return conn, err
+		}
+		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+		s.log.Warn("accept", "listener", l.Addr().String(), "error", err, "retry_in", delay.String())
+		time.Sleep(delay)
 	}
 }
 

@@ -12,7 +12,12 @@
 //     welcome.
 //   - welcome.go: client ids and the welcome frame with push URLs.
 //   - registry.go: the sharded id → client map pushes look clients up in.
-//   - push.go: the push API, where an HTTP request becomes a queued frame.
+//   - pushconn.go: the push socket's connections, served by the fast path
+//     (fastpush.go parses the plain pushes it takes) until a request it
+//     does not take hands the connection to net/http.
+//   - push.go: the push API, where an HTTP request becomes a queued frame;
+//     batch.go, status.go: the batch API, /status.
+//   - rawio.go: raw system calls for the sockets' reads and writes.
 //   - client.go: one WebSocket connection: its reads, its bounded send
 //     queue and the writer that turns queued frames into WebSocket frames,
 //     keepalive and close.
@@ -43,5 +48,6 @@
 // one sender goroutine, running only while its outbox holds events; a full
 // outbox makes the read wait for room (backpressure). Lock order: registry
 // shard, then client.mu; outbox.mu is a leaf. Nothing blocks while holding
-// any of them.
+// any of them. Each push connection has a goroutine, the fast path's or
+// net/http's.
 package sidecar

@@ -1,11 +1,13 @@
 package sidecar
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wsgate/wsgate/config"
 )
@@ -95,5 +97,55 @@ func TestPickActivatedListeners(t *testing.T) {
 		if _, _, err := pick(named); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// flakyListener fails its first fails Accepts with a temporary error.
+type flakyListener struct {
+	net.Listener
+	fails int
+	calls int
+}
+
+type temporaryError struct{}
+
+func (temporaryError) Error() string   { return "accept4: too many open files" }
+func (temporaryError) Timeout() bool   { return false }
+func (temporaryError) Temporary() bool { return true }
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.calls++
+	if l.calls <= l.fails {
+		return nil, temporaryError{}
+	}
+	return l.Listener.Accept()
+}
+
+// Both listeners retry a temporary accept error (out of file descriptors)
+// with a logged warning instead of stopping; any other error ends them.
+func TestAcceptRetriesTemporaryErrors(t *testing.T) {
+	ts := newTestServer(t, nil)
+	l, err := net.Listen("unix", t.TempDir()+"/flaky.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyListener{Listener: l, fails: 2}
+	go func() {
+		if c, err := net.Dial("unix", l.Addr().String()); err == nil {
+			defer c.Close()
+			time.Sleep(time.Second)
+		}
+	}()
+	c, err := ts.accept(flaky)
+	if err != nil || flaky.calls != 3 {
+		t.Fatalf("accept after 2 temporary errors: %v, %d calls", err, flaky.calls)
+	}
+	c.Close()
+	if n := strings.Count(ts.log.String(), "too many open files"); n != 2 {
+		t.Fatalf("%d warnings logged, want 2:\n%s", n, ts.log)
+	}
+	l.Close()
+	if _, err := ts.accept(flaky); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("accept on a closed listener: %v", err)
 	}
 }

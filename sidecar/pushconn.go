@@ -75,7 +75,7 @@ func newPushListener(s *Server, l net.Listener) *pushListener {
 
 func (l *pushListener) acceptLoop() {
 	for {
-		c, err := l.Listener.Accept()
+		c, err := l.s.accept(l.Listener)
 		if err != nil {
 			l.err = err
 			close(l.accepting)
