@@ -8,10 +8,11 @@ import (
 // The fast path's request parser. Most push requests are alike: a POST or
 // DELETE to a push URL, with a Content-Length and a handful of headers.
 // parseFastPush recognizes exactly those, strictly, and leaves every other
-// request (chunked, Expect, a query, escapes, HTTP/1.0, odd or repeated
-// headers, the batch API, /metrics, ...) to net/http: it never answers a
-// request net/http would answer differently. FuzzFastPush checks that what
-// it accepts, net/http reads the same way.
+// request (chunked, Expect, a query, escapes, HTTP/1.0, lines ending in LF
+// alone, odd or repeated headers, the batch API, /metrics, ...) to
+// net/http, so that what the fast path answers, net/http would answer the
+// same. FuzzFastPush checks that what it takes, net/http reads the same
+// way, and that it waits for more only where net/http would too.
 
 // fastPush is a push request the fast path serves.
 type fastPush struct {
@@ -40,6 +41,21 @@ const maxFastHeader = 4 << 10
 // which a request path must match byte for byte: it unescapes to itself.
 func parseFastPush(b []byte, location string, maxBody int64) (req fastPush, n int, res parseResult) {
 	end := bytes.Index(b, []byte("\r\n\r\n"))
+	head := b
+	if end >= 0 {
+		head = b[:end+4]
+	}
+	// A line that ends in LF alone: net/http reads it, the fast path not.
+	for i := bytes.IndexByte(head, '\n'); i >= 0; {
+		if i == 0 || head[i-1] != '\r' {
+			return req, 0, notFast
+		}
+		j := bytes.IndexByte(head[i+1:], '\n')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
 	if end < 0 {
 		if len(b) >= maxFastHeader {
 			return req, 0, notFast
@@ -49,8 +65,7 @@ func parseFastPush(b []byte, location string, maxBody int64) (req fastPush, n in
 	if end+4 > maxFastHeader {
 		return req, 0, notFast
 	}
-	head := b[:end+2] // every line with its CRLF
-	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	line, rest, _ := bytes.Cut(b[:end+2], []byte("\r\n")) // every line with its CRLF
 
 	// Request line: POST|DELETE SP path SP HTTP/1.1
 	method, line, ok := bytes.Cut(line, []byte(" "))

@@ -22,13 +22,14 @@ var fastPushSeeds = []string{
 	"POST /ws HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
 	"POST /ws HTTP/1.1\r\nHost: x\r\n X: folded\r\nContent-Length: 0\r\n\r\n",
 	"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",
+	"POST /ws HTTP/1.1\nHost: x\nContent-Length: 0\n\n",
 	"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n",
 }
 
 // The fast path's parser takes the requests it should and leaves the
 // others to net/http.
 func TestParseFastPush(t *testing.T) {
-	want := []parseResult{parsed, parsed, parsed, parsed, notFast, notFast, notFast, notFast, notFast, notFast, notFast, notFast, notFast, needMore}
+	want := []parseResult{parsed, parsed, parsed, parsed, notFast, notFast, notFast, notFast, notFast, notFast, notFast, notFast, notFast, notFast, needMore}
 	for i, seed := range fastPushSeeds {
 		req, n, res := parseFastPush([]byte(seed), "/ws", 1<<20)
 		if res != want[i] {
@@ -54,6 +55,11 @@ func FuzzFastPush(f *testing.F) {
 	const max = 64
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		req, n, res := parseFastPush(raw, "/ws", max)
+		if res == needMore {
+			if _, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw))); err == nil {
+				t.Fatalf("fast path waits for more of what net/http reads whole: %q", raw)
+			}
+		}
 		if res != parsed {
 			return
 		}

@@ -121,8 +121,9 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 	return l.Listener.Accept()
 }
 
-// Both listeners retry a temporary accept error (out of file descriptors)
-// with a logged warning instead of stopping; any other error ends them.
+// accept, which both listeners accept with, retries a temporary error (out
+// of file descriptors) with a logged warning instead of stopping; any other
+// error is returned.
 func TestAcceptRetriesTemporaryErrors(t *testing.T) {
 	ts := newTestServer(t, nil)
 	l, err := net.Listen("unix", t.TempDir()+"/flaky.sock")

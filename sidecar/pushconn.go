@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -32,24 +33,37 @@ type pushTimeouts struct {
 var defaultPushTimeouts = pushTimeouts{idle: 5 * time.Minute, header: 10 * time.Second, read: time.Minute, write: time.Minute}
 
 const (
-	// A deadline set is kept while it is within this of where it should
-	// be: setting one costs more than the rest of a push's bookkeeping.
+	// A deadline set is kept while it is less than this (or a sixteenth
+	// of its timeout) short of where it should be: setting one costs more
+	// than the rest of a push's bookkeeping. A timeout may so fire that
+	// much early.
 	deadlineSlack = time.Second
 	// A connection that has not sent its first request for this long
 	// counts as idle at shutdown, as net/http counts its own.
 	newConnGrace = 5 * time.Second
+	// How long a connection closed with requests possibly unread stays
+	// half open first, so that a reset does not overtake its last answer
+	// (net/http's rstAvoidanceDelay).
+	lingerBeforeClose = 500 * time.Millisecond
+	// net/http skips up to this many CR or LF bytes before a request that
+	// follows a POST (RFC 9112 §2.2, for clients that end a body with
+	// CRLF).
+	maxCRLFAfterPost = 4
 )
 
 // pushListener is the push socket as net/http sees it: it accepts every
 // connection for the fast path, and Accept returns those the fast path
-// hands over.
+// hands over, until net/http closes it.
 type pushListener struct {
-	net.Listener
-	s         *Server
-	handoff   chan net.Conn
-	accepting chan struct{} // closed when the socket stops accepting
-	err       error         // why, once accepting is closed
-	closeOnce sync.Once
+	net.Listener // the socket
+	s            *Server
+	handoff      chan net.Conn
+	closed       chan struct{} // closed by Close: no more handovers
+	closeOnce    sync.Once
+	acceptDone   chan struct{} // closed when the socket stopped accepting
+	failed       chan struct{} // closed if that was not shutdown's doing
+	acceptErr    error         // why, once acceptDone is closed
+	serving      sync.WaitGroup
 
 	mu    sync.Mutex
 	conns map[net.Conn]connState // connections on the fast path
@@ -63,27 +77,36 @@ type connState struct {
 
 func newPushListener(s *Server, l net.Listener) *pushListener {
 	pl := &pushListener{
-		Listener:  l,
-		s:         s,
-		handoff:   make(chan net.Conn),
-		accepting: make(chan struct{}),
-		conns:     map[net.Conn]connState{},
+		Listener:   l,
+		s:          s,
+		handoff:    make(chan net.Conn),
+		closed:     make(chan struct{}),
+		acceptDone: make(chan struct{}),
+		failed:     make(chan struct{}),
+		conns:      map[net.Conn]connState{},
 	}
 	go pl.acceptLoop()
 	return pl
 }
 
 func (l *pushListener) acceptLoop() {
+	defer close(l.acceptDone)
 	for {
 		c, err := l.s.accept(l.Listener)
 		if err != nil {
-			l.err = err
-			close(l.accepting)
+			l.acceptErr = err
+			if !l.s.stopping.Load() {
+				close(l.failed)
+			}
 			return
 		}
 		c = newRawConn(c)
 		l.setState(c, connState{busy: true, accepted: time.Now()})
-		go l.serve(c)
+		l.serving.Add(1)
+		go func() {
+			defer l.serving.Done()
+			l.serve(c)
+		}()
 	}
 }
 
@@ -92,16 +115,36 @@ func (l *pushListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.handoff:
 		return c, nil
-	case <-l.accepting:
-		return nil, l.err
+	case <-l.failed:
+		return nil, l.acceptErr
+	case <-l.closed:
+		return nil, net.ErrClosed
 	}
 }
 
-// Close closes the socket; the connections it accepted stay open.
+// Close ends the handovers and closes the socket, if it is not closed
+// already (shutdown closes it first).
 func (l *pushListener) Close() error {
-	var err error
-	l.closeOnce.Do(func() { err = l.Listener.Close() })
-	return err
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		l.Listener.Close()
+	})
+	return nil
+}
+
+// drain waits, after the socket stopped accepting, until the fast path's
+// connections are done: busy ones answer (and close, the server
+// stopping), idle ones are closed; at the deadline, all are closed.
+func (l *pushListener) drain(deadline context.Context) {
+	<-l.acceptDone
+	l.closeIdle(false)
+	done := waitChan(&l.serving)
+	select {
+	case <-done:
+	case <-deadline.Done():
+		l.closeIdle(true)
+		<-done
+	}
 }
 
 func (l *pushListener) setState(c net.Conn, st connState) {
@@ -110,6 +153,7 @@ func (l *pushListener) setState(c net.Conn, st connState) {
 	l.mu.Unlock()
 }
 
+// forget drops c, once closed or taken by net/http.
 func (l *pushListener) forget(c net.Conn) {
 	l.mu.Lock()
 	delete(l.conns, c)
@@ -142,22 +186,34 @@ func (l *pushListener) closeIdle(all bool) {
 	}
 }
 
-// serve is the fast path of one connection.
+// serve is the fast path of one connection, until it is closed or handed
+// over.
 func (l *pushListener) serve(c net.Conn) {
-	s := l.s
-	defer l.forget(c)
+	s, t := l.s, l.s.pushTimeouts
+	accepted := time.Now()
 	var (
 		buf           = make([]byte, maxFastHeader)
 		start, end    int // buf[start:end] is read and not yet used
 		readDeadline  time.Time
 		writeDeadline time.Time
 		out           []byte
+		afterPost     bool // the last request was a POST
+		served        bool // a request was answered
 	)
-	setRead := func(d time.Time) {
-		if d.Before(readDeadline) || d.Sub(readDeadline) > deadlineSlack {
+	setRead := func(d time.Time, timeout time.Duration) {
+		if d.Before(readDeadline) || d.Sub(readDeadline) > min(deadlineSlack, timeout/16) {
 			c.SetReadDeadline(d)
 			readDeadline = d
 		}
+	}
+	closeConn := func(linger bool) {
+		if linger {
+			if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+				time.Sleep(lingerBeforeClose)
+			}
+		}
+		c.Close()
+		l.forget(c)
 	}
 	for {
 		if start > 0 {
@@ -166,41 +222,51 @@ func (l *pushListener) serve(c net.Conn) {
 		}
 		req, n, res := fastPush{}, 0, needMore
 		var first time.Time // when the request began to arrive
-		if end > 0 {
-			// Pipelined behind the last one.
-			l.setState(c, connState{busy: true})
-			first = time.Now()
-			req, n, res = parseFastPush(buf[:end], s.location, s.maxBody)
-		}
-		for res == needMore {
+		crlf := 0           // CR and LF skipped after a POST
+		for {
+			if afterPost {
+				for start < end && crlf < maxCRLFAfterPost && (buf[start] == '\r' || buf[start] == '\n') {
+					start++
+					crlf++
+				}
+				if start == end {
+					start, end = 0, 0
+				}
+			}
+			if end > start {
+				if first.IsZero() {
+					first = time.Now()
+					l.setState(c, connState{busy: true})
+				}
+				if req, n, res = parseFastPush(buf[start:end], s.location, s.maxBody); res != needMore {
+					break
+				}
+				if end == len(buf) {
+					res = notFast // a header longer than the buffer
+					break
+				}
+			}
 			switch {
-			case end == 0:
-				setRead(time.Now().Add(s.pushTimeouts.idle))
-			case first.IsZero():
-				first = time.Now()
-				fallthrough
+			case !first.IsZero():
+				setRead(first.Add(t.header), t.header)
+			case !served:
+				setRead(accepted.Add(t.header), t.header)
 			default:
-				setRead(first.Add(s.pushTimeouts.header))
+				setRead(time.Now().Add(t.idle), t.idle)
 			}
 			m, err := c.Read(buf[end:])
-			if m > 0 && end == 0 {
-				l.setState(c, connState{busy: true})
-			}
 			end += m
 			if err != nil {
-				c.Close() // EOF, a timeout, or closed at shutdown
+				closeConn(false) // EOF, a timeout, or closed at shutdown
 				return
 			}
-			req, n, res = parseFastPush(buf[:end], s.location, s.maxBody)
 		}
 		if res == notFast {
-			l.handOver(c, buf[:end])
+			l.handOver(c, buf[start:end])
 			return
 		}
 		arrived := s.now()
-		if first.IsZero() {
-			first = time.Now()
-		}
+		n += start
 
 		var body []byte
 		if req.contentLength > 0 {
@@ -208,39 +274,43 @@ func (l *pushListener) serve(c net.Conn) {
 		}
 		got := copy(body, buf[n:end])
 		start = n + got
+		var err *pushError
 		if got < len(body) {
-			setRead(first.Add(s.pushTimeouts.read))
-			if _, err := io.ReadFull(c, body[got:]); err != nil {
-				c.Close()
-				return
+			setRead(first.Add(t.read), t.read)
+			if _, rerr := io.ReadFull(c, body[got:]); rerr != nil {
+				err = &pushError{http.StatusBadRequest, "reading body: " + rerr.Error()}
+				req.close = true
 			}
 		}
-
-		err := s.fastPush(&req, body, arrived)
+		if err == nil {
+			err = s.fastPush(&req, body, arrived)
+		}
 		s.pushed(req.id, err)
 		closing := req.close || s.stopping.Load()
 		out = appendAnswer(out[:0], err, closing)
-		if d := time.Now().Add(s.pushTimeouts.write); d.Sub(writeDeadline) > deadlineSlack {
+		if d := time.Now().Add(t.write); d.Sub(writeDeadline) > min(deadlineSlack, t.write/16) {
 			c.SetWriteDeadline(d)
 			writeDeadline = d
 		}
-		if _, err := c.Write(out); err != nil || closing {
-			c.Close()
+		if _, werr := c.Write(out); werr != nil || closing {
+			closeConn(werr == nil && (start < end || s.stopping.Load()))
 			return
 		}
+		served, afterPost = true, req.method == http.MethodPost
 		l.setState(c, connState{})
 	}
 }
 
-// handOver gives c, with what was read of its next request, to net/http;
-// after the socket stopped accepting, c is closed instead (shutdown).
+// handOver gives c, with what was read of its next request, to net/http,
+// whose ConnState hook takes it off the fast path's books (forget); once
+// net/http closed the listener (shutdown), c is closed instead.
 func (l *pushListener) handOver(c net.Conn, read []byte) {
-	l.forget(c)
-	l.s.metrics.handovers.Inc()
 	select {
 	case l.handoff <- &prefixConn{Conn: c, pending: read}:
-	case <-l.accepting:
+		l.s.metrics.handovers.Inc()
+	case <-l.closed:
 		c.Close()
+		l.forget(c)
 	}
 }
 

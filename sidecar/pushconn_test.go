@@ -4,17 +4,17 @@ import (
 	"bufio"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 )
 
 // rawPush is a connection to a test server's push socket that writes
@@ -68,7 +68,6 @@ func (p *rawPush) answerClosing(t *testing.T) (status int, h http.Header, body s
 func TestFastPathServesPushes(t *testing.T) {
 	ts := newTestServer(t, nil)
 	c, id := ts.connect(t)
-	before := metricValue(t, ts, "wsgate_push_handovers_total")
 	p := ts.rawPush(t)
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"))
 
@@ -115,8 +114,8 @@ func TestFastPathServesPushes(t *testing.T) {
 	if code := readClose(t, c); code != websocket.CloseNormalClosure {
 		t.Fatalf("close %d, want 1000", code)
 	}
-	if after := metricValue(t, ts, "wsgate_push_handovers_total"); after != before {
-		t.Fatalf("%v connections handed over, want none", after-before)
+	if got := counterValue(ts.metrics.handovers); got != 0 {
+		t.Fatalf("%v connections handed over, want none", got)
 	}
 	if got := metricValue(t, ts, `wsgate_pushes_total{code="204"}`); got != 4 {
 		t.Fatalf("%v pushes counted 204, want 4", got)
@@ -155,8 +154,8 @@ func TestFastPathHandsOver(t *testing.T) {
 			t.Fatalf("got %q, want %q", msg, want)
 		}
 	}
-	if got := metricValue(t, ts, "wsgate_push_handovers_total"); got != 2 { // and the /metrics connection
-		t.Fatalf("%v connections handed over, want 2", got)
+	if got := counterValue(ts.metrics.handovers); got != 1 {
+		t.Fatalf("%v connections handed over, want 1", got)
 	}
 
 	// The fast path closes after answering Connection: close.
@@ -171,25 +170,45 @@ func TestFastPathHandsOver(t *testing.T) {
 }
 
 // Slow and silent push connections are closed by the fast path's
-// timeouts: a header that stops, a body that stops, a connection that
-// sends nothing; and a header longer than the fast path reads goes to
+// timeouts, each after its own: a new connection that sends nothing (the
+// header timeout, from accept), a kept-alive one that sends nothing more
+// (idle), a header that stops, and a body that stops (answered 400 first,
+// as net/http does); a header longer than the fast path reads goes to
 // net/http, which refuses one over 16 KiB.
 func TestFastPathTimeouts(t *testing.T) {
-	short := func(s *Server) {
-		s.pushTimeouts = pushTimeouts{idle: 300 * time.Millisecond, header: 200 * time.Millisecond, read: 400 * time.Millisecond, write: time.Second}
-	}
-	ts := newTestServer(t, nil, short)
+	timeouts := pushTimeouts{idle: time.Second, header: 200 * time.Millisecond, read: 600 * time.Millisecond, write: time.Second}
+	ts := newTestServer(t, nil, func(s *Server) { s.pushTimeouts = timeouts })
 	_, id := ts.connect(t)
-	for name, partial := range map[string]string{
-		"idle":   "",
-		"header": "POST /ws/" + id + " HTTP/1.1\r\nHost: pu",
-		"body":   "POST /ws/" + id + " HTTP/1.1\r\nHost: push\r\nContent-Length: 10\r\n\r\nonly5",
+	for _, c := range []struct {
+		name    string
+		before  string // a request answered first
+		partial string
+		timeout time.Duration
+		answer  int
+	}{
+		{"new", "", "", timeouts.header, 0},
+		{"idle", "POST /ws/" + id + " HTTP/1.1\r\nHost: push\r\nContent-Length: 1\r\n\r\nx", "", timeouts.idle, 0},
+		{"header", "", "POST /ws/" + id + " HTTP/1.1\r\nHost: pu", timeouts.header, 0},
+		{"body", "", "POST /ws/" + id + " HTTP/1.1\r\nHost: push\r\nContent-Length: 10\r\n\r\nonly5", timeouts.read, 400},
 	} {
 		p := ts.rawPush(t)
-		p.send(t, "%s", partial)
+		if c.before != "" {
+			p.send(t, "%s", c.before)
+			if status, _, _ := p.answer(t); status != 204 {
+				t.Fatalf("%s: the push before: %d", c.name, status)
+			}
+		}
 		start := time.Now()
-		if _, err := p.br.ReadByte(); err != io.EOF || errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Errorf("%s: %v after %v, want the sidecar to close the connection", name, err, time.Since(start))
+		p.send(t, "%s", c.partial)
+		if c.answer != 0 {
+			if status, _, body, closing := p.answerClosing(t); status != c.answer || !closing || !strings.Contains(body, "reading body") {
+				t.Errorf("%s: %d %q closing %v, want %d reading body, closing", c.name, status, body, closing, c.answer)
+			}
+		}
+		_, err := p.br.ReadByte()
+		// A deadline may fire up to a sixteenth of its timeout early.
+		if took := time.Since(start); err != io.EOF || took < c.timeout*7/8 {
+			t.Errorf("%s: %v after %v, want the sidecar to close the connection after %v", c.name, err, took, c.timeout)
 		}
 	}
 
@@ -204,31 +223,63 @@ func TestFastPathTimeouts(t *testing.T) {
 	}
 }
 
-// At shutdown the fast path answers the push under way (Connection: close)
-// before the clients are closed, and closes its idle connections.
+// What net/http tolerates, the fast path does too: CR and LF after a
+// POST's body, lines ending in LF alone (for net/http).
+func TestFastPathTolerance(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, id := ts.connect(t)
+	p := ts.rawPush(t)
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 1\r\n\r\na\r\n", id)
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 1\r\n\r\nb", id)
+	p.send(t, "\r\nPOST /ws/%s HTTP/1.1\nHost: push\nContent-Length: 1\n\nc", id)
+	for _, want := range []string{"a", "b", "c"} {
+		if status, _, body := p.answer(t); status != 204 {
+			t.Fatalf("push %s: %d %s", want, status, body)
+		}
+		if _, msg := read(t, c); string(msg) != want {
+			t.Fatalf("got %q, want %q", msg, want)
+		}
+	}
+	if got := counterValue(ts.metrics.handovers); got != 1 {
+		t.Fatalf("%v connections handed over, want 1 (at the LF-only request)", got)
+	}
+}
+
+// At shutdown the push under way on the fast path is answered (with
+// Connection: close) before the clients are closed, a request the fast
+// path hands to net/http meanwhile is answered by net/http, and idle
+// connections are closed.
 func TestFastPathShutdown(t *testing.T) {
 	ts := newTestServer(t, nil)
 	c, id := ts.connect(t)
-	idle := ts.rawPush(t)
-	idle.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 5\r\n\r\nfirst", id)
-	if status, _, _ := idle.answer(t); status != 204 {
-		t.Fatalf("push: %d", status)
+	idle, busy, other := ts.rawPush(t), ts.rawPush(t), ts.rawPush(t)
+	for _, p := range []*rawPush{idle, busy, other} {
+		p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 5\r\n\r\nfirst", id)
+		if status, _, _ := p.answer(t); status != 204 {
+			t.Fatalf("push: %d", status)
+		}
+		read(t, c)
 	}
-	busy := ts.rawPush(t)
 	busy.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 6\r\n\r\nsec", id)
-	eventually(t, "the push under way", func() bool { return metricValue(t, ts, "wsgate_connections") == 1 })
+	eventually(t, "the sidecar reading the push", func() bool { return unreadBySidecar(t, busy) == 0 })
 	ts.stop()
 	eventually(t, "shutdown begun", func() bool { return strings.Contains(ts.log.String(), "shutting down") })
+
+	batch := fmt.Sprintf("{\"id\":%q,\"text\":\"batched\"}\n", id)
+	other.send(t, "POST /ws/batch HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\n\r\n%s", len(batch), batch)
+	if status, _, body := other.answer(t); status != 200 || !strings.Contains(body, `"status":204`) {
+		t.Fatalf("batch handed to net/http at shutdown: %d %q", status, body)
+	}
 	busy.send(t, "ond")
 	if status, _, _, closing := busy.answerClosing(t); status != 204 || !closing {
 		t.Fatalf("push under way at shutdown: %d, closing %v", status, closing)
 	}
-	for name, p := range map[string]*rawPush{"busy": busy, "idle": idle} {
+	for name, p := range map[string]*rawPush{"busy": busy, "idle": idle, "other": other} {
 		if _, err := p.br.ReadByte(); err != io.EOF {
 			t.Errorf("%s connection after shutdown: %v, want EOF", name, err)
 		}
 	}
-	for _, want := range []string{"first", "second"} {
+	for _, want := range []string{"batched", "second"} {
 		if _, msg := read(t, c); string(msg) != want {
 			t.Fatalf("got %q, want %q", msg, want)
 		}
@@ -237,4 +288,19 @@ func TestFastPathShutdown(t *testing.T) {
 		t.Fatalf("close %d, want 1012", code)
 	}
 	ts.shutdown(t)
+}
+
+// unreadBySidecar is how many bytes p sent that the sidecar has not read.
+func unreadBySidecar(t *testing.T, p *rawPush) int {
+	t.Helper()
+	rc, err := p.Conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := -1
+	rc.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -146,22 +146,24 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 		ErrorLog:          errLog,
 	}
 	busy := &busyConns{state: map[net.Conn]bool{}}
-	pushSrv.ConnState = busy.track
 	pushes := newPushListener(s, push)
-	failed := make(chan error, 2)
-	served := make(chan struct{}, 2)
-	for _, serve := range []func() error{
-		func() error { return s.acceptWS(ws) },
-		func() error { return pushSrv.Serve(pushes) },
-	} {
-		go func() {
-			err := serve()
-			if !s.stopping.Load() && !errors.Is(err, http.ErrServerClosed) {
-				failed <- err
-			}
-			served <- struct{}{}
-		}()
+	pushSrv.ConnState = func(c net.Conn, st http.ConnState) {
+		busy.track(c, st)
+		if pc, ok := c.(*prefixConn); ok && st == http.StateNew {
+			pushes.forget(pc.Conn) // handed over: counted by busy now
+		}
 	}
+	failed := make(chan error, 2)
+	wsDone, pushDone := make(chan struct{}), make(chan struct{})
+	run := func(serve func() error, done chan struct{}) {
+		err := serve()
+		if !s.stopping.Load() && !errors.Is(err, http.ErrServerClosed) {
+			failed <- err
+		}
+		close(done)
+	}
+	go run(func() error { return s.acceptWS(ws) }, wsDone)
+	go run(func() error { return pushSrv.Serve(pushes) }, pushDone)
 	s.log.Info("serving", "ws", ws.Addr().String(), "push", push.Addr().String())
 
 	select {
@@ -176,13 +178,14 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	s.log.Info("shutting down", "clients", s.reg.len())
 	// Stop accepting: what is not accepted yet waits in the socket's
 	// backlog for the next process (systemd or `wsgate up` hold the
-	// socket). Then let every connection already accepted get its answer
-	// before http.Server.Shutdown, which would drop a request it reads
-	// after shutdown began without answering it.
+	// socket). Then let every push connection already accepted get the
+	// answer to the request it is reading, on the fast path or net/http
+	// (which keeps taking the fast path's handovers), before
+	// http.Server.Shutdown, which would drop a request it reads after
+	// shutdown began without answering it.
 	ws.Close()
 	push.Close()
-	<-served
-	<-served
+	<-wsDone
 	if s.up != nil {
 		context.AfterFunc(deadline, s.up.cancel) // what the upstream still has then is abandoned
 	}
@@ -190,8 +193,9 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	for busy.count()+pushes.busy() > 0 && deadline.Err() == nil {
 		time.Sleep(2 * time.Millisecond)
 	}
-	pushes.closeIdle(deadline.Err() != nil)
+	pushes.drain(deadline)
 	s.shutdown(deadline, pushSrv)
+	<-pushDone
 	if s.up != nil {
 		s.up.drain() // disconnect events, within the same deadline
 	}
