@@ -6,12 +6,15 @@
 # against Nchan (nginx with libnginx-mod-nchan), alternating
 # wsgate/wsgate-stream/Nchan on loopback, then each figure as a ratio
 # wsgate/Nchan from the best run of each. Knobs: CLIENTS, PUSHES, PUSHERS,
-# CONC, SIZE, BATCH, ROUNDS; WSGATE_ENV adds environment to `wsgate up`
+# CONC, SIZE, BATCH, ROUNDS, RATE, RATE_PUSHES; WSGATE_ENV adds environment to `wsgate up`
 # (e.g. WSGATE_ENV=GOMAXPROCS=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-8000} PUSHES=${PUSHES:-30000} PUSHERS=${PUSHERS:-32} CONC=${CONC:-64}
 SIZE=${SIZE:-64} BATCH=${BATCH:-100} ROUNDS=${ROUNDS:-2}
+# The fixed-rate run: latency at the same load for both, below what either
+# sustains here.
+RATE=${RATE:-8000} RATE_PUSHES=${RATE_PUSHES:-16000}
 NCHAN_MOD=/usr/lib/nginx/modules/ngx_nchan_module.so
 STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
 export PATH="$PATH:/usr/sbin"
@@ -109,7 +112,7 @@ start_nchan() {
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-common=(-clients "$CLIENTS" -pushes "$PUSHES" -p "$PUSHERS" -c "$CONC" -size "$SIZE" -json)
+common=(-clients "$CLIENTS" -pushes "$PUSHES" -p "$PUSHERS" -c "$CONC" -size "$SIZE" -rate "$RATE" -rate-pushes "$RATE_PUSHES" -json)
 : > "$state/results.json"
 for round in $(seq "$ROUNDS"); do
   for setup in "${setups[@]}"; do

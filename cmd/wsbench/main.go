@@ -40,6 +40,8 @@ type options struct {
 	pushers      int
 	size         int
 	batch        int // lines per batch request; 0 skips the batch run
+	rate         int // pushes/s of the fixed-rate run; 0 skips it
+	ratePushes   int // pushes of the fixed-rate run
 	rootPID      int // server process tree whose memory is measured
 	settle       time.Duration
 }
@@ -62,6 +64,14 @@ type Result struct {
 	P99ms             float64            `json:"p99_ms"`
 	MaxMs             float64            `json:"max_ms"`
 	BatchMsgsPerS     float64            `json:"batch_messages_per_s,omitempty"`
+	// The fixed-rate run: pushes sent at Rate per second, each timed from
+	// when it was due (not when it went), so a server that falls behind
+	// shows it in its latency.
+	Rate      int     `json:"rate,omitempty"`
+	RateP50ms float64 `json:"rate_p50_ms,omitempty"`
+	RateP99ms float64 `json:"rate_p99_ms,omitempty"`
+	RateMaxMs float64 `json:"rate_max_ms,omitempty"`
+	RateLost  int     `json:"rate_lost,omitempty"`
 	// Server CPU time per handshake, per delivered push and per delivered
 	// batch message (µs), in all and by process name; with -pid only.
 	HandshakeCPU      float64            `json:"cpu_us_per_handshake,omitempty"`
@@ -85,6 +95,8 @@ func main() {
 	flag.IntVar(&o.pushers, "p", 32, "concurrent pushers")
 	flag.IntVar(&o.size, "size", 64, "push payload bytes (at least 16: send time and sequence)")
 	flag.IntVar(&o.batch, "batch", 100, "messages per batch request for the batch run (wsgate; 0: skip)")
+	flag.IntVar(&o.rate, "rate", 0, "pushes per second of the fixed-rate run, for latency at equal load (0: skip)")
+	flag.IntVar(&o.ratePushes, "rate-pushes", 10000, "pushes of the fixed-rate run")
 	flag.IntVar(&o.rootPID, "pid", 0, "server process tree to measure memory of (0: skip)")
 	flag.DurationVar(&o.settle, "settle", 2*time.Second, "wait before measuring memory")
 	asJSON := flag.Bool("json", false, "print the result as JSON instead of a line of text")
@@ -110,8 +122,12 @@ func main() {
 		json.NewEncoder(os.Stdout).Encode(r)
 		return
 	}
-	fmt.Printf("%-8s clients %d: %.0f handshakes/s (%d failed), %.0f B/idle conn, %.0f pushes/s, lost %d, errors %d, p50 %.2fms p99 %.2fms max %.2fms, batch %.0f msgs/s\n",
+	fmt.Printf("%-8s clients %d: %.0f handshakes/s (%d failed), %.0f B/idle conn, %.0f pushes/s, lost %d, errors %d, p50 %.2fms p99 %.2fms max %.2fms, batch %.0f msgs/s",
 		r.Target, r.Clients, r.HandshakesPerS, r.HandshakeFails, r.BytesPerConn, r.PushesPerS, r.Lost, r.PushErrors, r.P50ms, r.P99ms, r.MaxMs, r.BatchMsgsPerS)
+	if r.Rate > 0 {
+		fmt.Printf(", at %d pushes/s p50 %.2fms p99 %.2fms max %.2fms lost %d", r.Rate, r.RateP50ms, r.RateP99ms, r.RateMaxMs, r.RateLost)
+	}
+	fmt.Println()
 }
 
 // sub is one connected client.
@@ -260,14 +276,45 @@ func run(o options) (Result, error) {
 	r.PushErrors = int(errs.Load())
 	r.PushCPU, r.PushCPUSplit = cpu(o.rootPID).perOp(cpuBefore, int(delivered.Load()))
 	latMu.Lock()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	if n := len(lat); n > 0 {
-		r.P50ms = float64(lat[n/2]) / 1e6
-		r.P99ms = float64(lat[n*99/100]) / 1e6
-		r.MaxMs = float64(lat[n-1]) / 1e6
-	}
+	r.P50ms, r.P99ms, r.MaxMs = percentiles(lat)
+	lat = lat[:0]
 	latMu.Unlock()
 	progress("%s: %.0f pushes/s, p99 %.2fms, lost %d, server CPU %.0f µs each %s", o.target, r.PushesPerS, r.P99ms, r.Lost, r.PushCPU, fmtSplit(r.PushCPUSplit))
+
+	if o.rate > 0 {
+		// Open loop: push i is due at start + i/rate, and goes then or,
+		// when the pushers are behind, at once.
+		before, errsBefore := delivered.Load(), errs.Load()
+		interval := time.Second / time.Duration(o.rate)
+		var next atomic.Int64
+		start = time.Now()
+		for w := 0; w < o.pushers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				payload := make([]byte, o.size)
+				for i := next.Add(1); i <= int64(o.ratePushes); i = next.Add(1) {
+					due := start.Add(time.Duration(i-1) * interval)
+					time.Sleep(time.Until(due))
+					binary.BigEndian.PutUint64(payload, uint64(due.UnixNano()))
+					binary.BigEndian.PutUint64(payload[8:], uint64(i))
+					if err := post(hc, subs[rand.IntN(len(subs))].pushURL, payload); err != nil && errs.Add(1) <= 3 {
+						progress("push: %v", err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		want := int64(o.ratePushes) - (errs.Load() - errsBefore)
+		waitDelivered(&delivered, before+want)
+		r.Rate, r.RateLost = o.rate, int(before+want-delivered.Load())
+		r.PushErrors = int(errs.Load())
+		latMu.Lock()
+		r.RateP50ms, r.RateP99ms, r.RateMaxMs = percentiles(lat)
+		lat = lat[:0]
+		latMu.Unlock()
+		progress("%s: at %d pushes/s p50 %.2fms, p99 %.2fms, lost %d", o.target, o.rate, r.RateP50ms, r.RateP99ms, r.RateLost)
+	}
 
 	if o.target == "wsgate" && o.batch > 0 {
 		cpuBefore = cpu(o.rootPID)
@@ -277,6 +324,16 @@ func run(o options) (Result, error) {
 		progress("%s: batch %.0f messages/s, lost %d, server CPU %.0f µs each %s", o.target, r.BatchMsgsPerS, r.BatchLost, r.BatchCPU, fmtSplit(r.BatchCPUSplit))
 	}
 	return r, nil
+}
+
+// percentiles sorts latencies (ns) and returns their p50, p99 and max in ms.
+func percentiles(lat []int64) (p50, p99, maxMs float64) {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	n := len(lat)
+	if n == 0 {
+		return 0, 0, 0
+	}
+	return float64(lat[n/2]) / 1e6, float64(lat[n*99/100]) / 1e6, float64(lat[n-1]) / 1e6
 }
 
 // runBatch sends o.pushes messages in batches of o.batch lines, each batch to

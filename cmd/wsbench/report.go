@@ -78,6 +78,9 @@ func (b *Result) merge(r *Result) {
 	b.P50ms, b.P99ms, b.MaxMs = min(b.P50ms, r.P50ms), min(b.P99ms, r.P99ms), min(b.MaxMs, r.MaxMs)
 	b.Lost, b.PushErrors, b.HandshakeFails = max(b.Lost, r.Lost), max(b.PushErrors, r.PushErrors), max(b.HandshakeFails, r.HandshakeFails)
 	b.BatchLost = max(b.BatchLost, r.BatchLost)
+	b.Rate = max(b.Rate, r.Rate)
+	b.RateP50ms, b.RateP99ms, b.RateMaxMs = minKnown(b.RateP50ms, r.RateP50ms), minKnown(b.RateP99ms, r.RateP99ms), minKnown(b.RateMaxMs, r.RateMaxMs)
+	b.RateLost = max(b.RateLost, r.RateLost)
 }
 
 // table prints the comparison of one wsgate setup g with Nchan n.
@@ -121,6 +124,12 @@ func table(w io.Writer, label string, g, n *Result) {
 	row("push latency p50 ms", g.P50ms, n.P50ms, false, 1)
 	row("push latency p99 ms", g.P99ms, n.P99ms, false, 1)
 	row("push latency max ms", g.MaxMs, n.MaxMs, false, 0)
+	if g.Rate > 0 && g.Rate == n.Rate {
+		at := fmt.Sprintf(" at %d/s", g.Rate)
+		row("push latency p50 ms"+at, g.RateP50ms, n.RateP50ms, false, 0)
+		row("push latency p99 ms"+at, g.RateP99ms, n.RateP99ms, false, 0)
+		row("push latency max ms"+at, g.RateMaxMs, n.RateMaxMs, false, 0)
+	}
 	row("batch msgs/s vs nchan pushes/s", g.BatchMsgsPerS, n.PushesPerS, true, 5)
 	row("server CPU µs / handshake", g.HandshakeCPU, n.HandshakeCPU, false, 0)
 	shares(g.HandshakeCPUSplit, n.HandshakeCPU)
@@ -128,8 +137,8 @@ func table(w io.Writer, label string, g, n *Result) {
 	shares(g.PushCPUSplit, n.PushCPU)
 	row("server CPU µs / batch message", g.BatchCPU, n.PushCPU, false, 0)
 	shares(g.BatchCPUSplit, n.PushCPU)
-	fmt.Fprintf(w, "lost: wsgate %d (batch %d), nchan %d; push errors: wsgate %d, nchan %d; failed handshakes: wsgate %d, nchan %d\n",
-		g.Lost, g.BatchLost, n.Lost, g.PushErrors, n.PushErrors, g.HandshakeFails, n.HandshakeFails)
+	fmt.Fprintf(w, "lost: wsgate %d (fixed rate %d, batch %d), nchan %d (fixed rate %d); push errors: wsgate %d, nchan %d; failed handshakes: wsgate %d, nchan %d\n",
+		g.Lost, g.RateLost, g.BatchLost, n.Lost, n.RateLost, g.PushErrors, n.PushErrors, g.HandshakeFails, n.HandshakeFails)
 }
 
 // minKnown is the smaller of two figures where 0 means not measured.

@@ -11,9 +11,9 @@ import (
 // target, and judges each ratio against its target.
 func TestReport(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "results.json")
-	os.WriteFile(path, []byte(`{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":100,"server_bytes_per_idle_conn":3000,"pushes_per_s":50,"p50_ms":2,"p99_ms":9,"max_ms":20,"batch_messages_per_s":400,"cpu_us_per_handshake":300,"cpu_us_per_push":100,"cpu_us_per_batch_message":20}
-{"target":"nchan","clients":10,"pushes":100,"handshakes_per_s":80,"server_bytes_per_idle_conn":2000,"pushes_per_s":100,"p50_ms":1,"p99_ms":10,"max_ms":30,"cpu_us_per_handshake":100,"cpu_us_per_push":50}
-{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":120,"server_bytes_per_idle_conn":5000,"pushes_per_s":40,"p50_ms":3,"p99_ms":8,"max_ms":25,"batch_messages_per_s":600,"lost":2,"cpu_us_per_handshake":250,"cpu_us_per_handshake_by_process":{"nginx":150,"wsgate":100}}
+	os.WriteFile(path, []byte(`{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":100,"server_bytes_per_idle_conn":3000,"pushes_per_s":50,"p50_ms":2,"p99_ms":9,"max_ms":20,"batch_messages_per_s":400,"cpu_us_per_handshake":300,"cpu_us_per_push":100,"cpu_us_per_batch_message":20,"rate":500,"rate_p50_ms":0.5,"rate_p99_ms":4,"rate_max_ms":9}
+{"target":"nchan","clients":10,"pushes":100,"handshakes_per_s":80,"server_bytes_per_idle_conn":2000,"pushes_per_s":100,"p50_ms":1,"p99_ms":10,"max_ms":30,"cpu_us_per_handshake":100,"cpu_us_per_push":50,"rate":500,"rate_p50_ms":0.4,"rate_p99_ms":5,"rate_max_ms":8,"rate_lost":1}
+{"target":"wsgate","clients":10,"pushes":100,"handshakes_per_s":120,"server_bytes_per_idle_conn":5000,"pushes_per_s":40,"p50_ms":3,"p99_ms":8,"max_ms":25,"batch_messages_per_s":600,"lost":2,"rate":500,"rate_p50_ms":0.6,"rate_p99_ms":3,"cpu_us_per_handshake":250,"cpu_us_per_handshake_by_process":{"nginx":150,"wsgate":100}}
 {"target":"wsgate","label":"wsgate-stream","clients":10,"pushes":100,"handshakes_per_s":90,"server_bytes_per_idle_conn":1500,"server_bytes_per_idle_conn_by_process":{"nginx":1000,"wsgate":500},"pushes_per_s":50}
 `), 0o644)
 	var out strings.Builder
@@ -33,7 +33,10 @@ func TestReport(t *testing.T) {
 		"  of which wsgate                       100.0        100.0     1.00  -",
 		"server CPU µs / push                    100.0         50.0     2.00  -",
 		"server CPU µs / batch message            20.0         50.0     0.40  -",
-		"lost: wsgate 2 (batch 0), nchan 0",
+		"push latency p50 ms at 500/s              0.5          0.4     1.25  -",
+		"push latency p99 ms at 500/s              3.0          5.0     0.60  -",
+		"push latency max ms at 500/s              9.0          8.0     1.12  -",
+		"lost: wsgate 2 (fixed rate 0, batch 0), nchan 0 (fixed rate 1)",
 	} {
 		if !strings.Contains(first, want) {
 			t.Errorf("wsgate table lacks %q:\n%s", want, out.String())
@@ -48,6 +51,9 @@ func TestReport(t *testing.T) {
 		if !ok || !strings.Contains(stream, want) {
 			t.Errorf("stream table lacks %q:\n%s", want, out.String())
 		}
+	}
+	if strings.Contains(stream, " at 500/s") {
+		t.Errorf("fixed-rate rows for a setup run without them:\n%s", stream)
 	}
 	if err := report(filepath.Join(t.TempDir(), "none.json"), &out); err == nil {
 		t.Error("report of a missing file succeeded")
