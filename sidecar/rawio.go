@@ -58,6 +58,7 @@ func rawWritev(fd uintptr, bufs ...[]byte) (int, syscall.Errno) {
 type rawOp struct {
 	bufs             [][]byte // read: bufs[0] is the buffer; write: what is left
 	spare            [4][]byte
+	head             [10]byte // a frame header, for tryWrite
 	n                int
 	errno            syscall.Errno
 	read, write, try func(fd uintptr) bool

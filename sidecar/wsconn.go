@@ -100,9 +100,11 @@ func (w *wsConn) tryWrite(op byte, payload []byte) (rest []byte, ok bool) {
 		w.conn.SetWriteDeadline(time.Time{})
 		w.deadline = time.Time{}
 	}
-	head, size := frameHeader(op, len(payload))
-	wop := getRawOp(head[:size], payload)
+	wop := getRawOp()
 	defer wop.put()
+	var size int
+	wop.head, size = frameHeader(op, len(payload)) // in the pooled op: no allocation
+	wop.bufs = append(wop.bufs, wop.head[:size], payload)
 	if err := w.raw.Write(wop.try); err != nil || wop.errno != 0 || wop.n <= 0 {
 		return nil, false
 	}
@@ -111,7 +113,7 @@ func (w *wsConn) tryWrite(op byte, payload []byte) (rest []byte, ok bool) {
 	case n == size+len(payload):
 		return nil, true
 	case n < size:
-		return append(head[n:size:size], payload...), true
+		return append(wop.head[n:size:size], payload...), true
 	}
 	return payload[n-size:], true
 }
