@@ -497,3 +497,34 @@ func TestUpAsUnprivilegedUser(t *testing.T) {
 	}
 	g.stop(t)
 }
+
+// With push.listen on two addresses (IPv4 and IPv6 loopback), each client's
+// welcome has a push URL for each, and a push to either reaches it, with
+// push ports as http servers and as stream servers.
+func TestPushOnEveryListenAddress(t *testing.T) {
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skip("no ::1 on this machine")
+	} else {
+		l.Close()
+	}
+	forPushProxies(t, func(t *testing.T, extra string) {
+		g := launch(t, 2, "127.0.0.1", []string{"127.0.0.1", "::1"}, extra, nil)
+		hc := httpClient("")
+		for i := 0; i < 4; i++ {
+			c, welcome := mustDial(t, g.clientWS, "")
+			urls := strings.Split(welcome, ",")
+			if len(urls) != 2 || !strings.Contains(urls[0], "@127.0.0.1:") || !strings.Contains(urls[1], "@[::1]:") {
+				t.Fatalf("welcome %q, want a push URL on 127.0.0.1 and one on [::1]", welcome)
+			}
+			for j, u := range urls {
+				msg := fmt.Sprintf("%d via %d", i, j)
+				if s, body := post(t, hc, u, "", []byte(msg)); s != 204 {
+					t.Fatalf("push to %s: %d %s", u, s, body)
+				}
+				if _, got := readMsg(t, c); string(got) != msg {
+					t.Fatalf("got %q, want %q", got, msg)
+				}
+			}
+		}
+	})
+}

@@ -39,8 +39,9 @@ func needNginx(t *testing.T) {
 	t.Skip("nginx is not installed (apt-get install nginx); .ci/run installs it")
 }
 
-// freePorts finds n consecutive free TCP ports on host.
-func freePorts(t *testing.T, host string, n int) int {
+// freePorts finds n consecutive TCP ports free on host and on every one of
+// also.
+func freePorts(t *testing.T, host string, n int, also ...string) int {
 	t.Helper()
 	for try := 0; try < 200; try++ {
 		// Below Linux's ephemeral range (32768..60999 by default), so that
@@ -48,12 +49,14 @@ func freePorts(t *testing.T, host string, n int) int {
 		base := 10000 + rand.IntN(20000)
 		ok := true
 		for p := base; p < base+n && ok; p++ {
-			l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
-			if err != nil {
-				ok = false
-				continue
+			for _, h := range append([]string{host}, also...) {
+				l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(p)))
+				if err != nil {
+					ok = false
+					break
+				}
+				l.Close()
 			}
-			l.Close()
 		}
 		if ok {
 			return base
@@ -76,11 +79,17 @@ func startUp(t *testing.T, instances int, host string, extra string) *gateway {
 // everyone and up runs a copy of the binary placed in it.
 func startUpAs(t *testing.T, instances int, host string, extra string, as []string) *gateway {
 	t.Helper()
+	return launch(t, instances, host, []string{host}, extra, as)
+}
+
+// launch is startUpAs with the push ports on every one of pushHosts.
+func launch(t *testing.T, instances int, host string, pushHosts []string, extra string, as []string) *gateway {
+	t.Helper()
 	needNginx(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755) // nginx workers (www-data when root) reach the sockets
 	os.Chmod(filepath.Dir(dir), 0o755)
-	base := freePorts(t, host, instances+1)
+	base := freePorts(t, host, instances+1, pushHosts...)
 	client := net.JoinHostPort(host, strconv.Itoa(base+instances))
 	cfg := writeConfig(t, dir, fmt.Sprintf(`instances = %d
 runtime_dir = %q
@@ -88,7 +97,7 @@ listen = [%q]
 shutdown_timeout = "5s"
 %s
 [push]
-listen = [%q]
+listen = [%s]
 port_base = %d
 max_body = "64KiB"
 max_batch = "256KiB"
@@ -96,7 +105,7 @@ max_batch = "256KiB"
 [nginx]
 worker_processes = 2
 worker_connections = 4096
-%s`, instances, filepath.Join(dir, "run"), client, topLevel(extra), host, base, tables(extra), nginxKeys(extra)))
+%s`, instances, filepath.Join(dir, "run"), client, topLevel(extra), tomlStrings(pushHosts), base, tables(extra), nginxKeys(extra)))
 	g := &gateway{dir: dir, clientWS: "ws://" + client + "/ws", portBase: base, out: &syncBuffer{}}
 	args := []string{wsgateBin, "up", "-config", cfg, "-state", filepath.Join(dir, "state")}
 	if as != nil {
@@ -132,6 +141,15 @@ worker_connections = 4096
 		return strings.Contains(g.out.String(), "wsgate is up")
 	})
 	return g
+}
+
+// tomlStrings is ss as the items of a TOML array of strings.
+func tomlStrings(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
 }
 
 // topLevel and tables split extra TOML into top-level keys and [tables],
