@@ -72,6 +72,14 @@ func TestAffinityThroughNginx(t *testing.T) {
 		}
 	}
 	t.Logf("clients per push port: %v", ports)
+	// Every push took the sidecars' fast path: the one connection each
+	// handed to net/http is the one /metrics is read on now.
+	for i := range 4 {
+		push := net.JoinHostPort("127.0.0.1", strconv.Itoa(g.portBase+i))
+		if got := metric(t, push, "wsgate_push_handovers_total"); got != 1 {
+			t.Errorf("sidecar %d handed %v connections to net/http, want 1", i+1, got)
+		}
+	}
 }
 
 // The sidecars share the machine's cores: each runs on its share of

@@ -168,15 +168,15 @@ func unreservedPath(p []byte) bool {
 	return true
 }
 
-// hostValue reports whether b is a plain host[:port]: a name, an IPv4
-// address or a bracketed IPv6 one (net/http refuses some other bytes;
-// those are left to it).
+// hostValue reports whether b is a Host net/http takes: the bytes of a
+// reg-name, an IP address or a port (httpguts.ValidHostHeader's), such as
+// nginx's "wsgate_push_1". An empty one is left to net/http.
 func hostValue(b []byte) bool {
 	if len(b) == 0 {
 		return false
 	}
 	for _, c := range b {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == ':' || c == '[' || c == ']') {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || bytes.IndexByte([]byte("!$%&'()*+,-.:;=[]_~"), c) >= 0) {
 			return false
 		}
 	}
