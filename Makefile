@@ -23,20 +23,27 @@ FORCE:
 run: build nginx-installed
 	$(BIN) up $(if $(CONFIG),-config $(CONFIG))
 
-# Installs Debian's nginx when no nginx is found and apt can install it;
-# `make test` only tries (as root), and its nginx tests skip without nginx.
+# Installs Debian's nginx when no nginx is found and apt can install it.
+# `make test` only tries (as root), and adds Debian's stream module, which
+# the client_proxy/push_proxy = "stream" tests need (they skip without it;
+# nginx's tests skip without nginx).
+STREAM_SO := /usr/lib/nginx/modules/ngx_stream_module.so
 nginx-if-root:
-	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory nginx-installed; \
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory nginx-installed WITH_STREAM=1; \
 	elif ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
 		echo "note: nginx is not installed; the tests that need it will skip (make run installs it)"; fi
 
 nginx-installed:
-	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then exit 0; fi; \
+	@pkgs=; command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || pkgs=nginx; \
+	if [ -n "$(WITH_STREAM)" ] && [ ! -f $(STREAM_SO) ] && { [ -n "$$pkgs" ] || dpkg -s nginx-common >/dev/null 2>&1; }; then \
+		pkgs="$${pkgs:+$$pkgs }libnginx-mod-stream"; fi; \
+	[ -n "$$pkgs" ] || exit 0; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-		echo "nginx is not installed and there is no apt-get: install nginx (1.18 or later) and retry"; exit 1; fi; \
+		case "$$pkgs" in nginx*) echo "nginx is not installed and there is no apt-get: install nginx (1.18 or later) and retry"; exit 1;; esac; \
+		exit 0; fi; \
 	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	echo "installing nginx: $$SUDO apt-get install -y nginx"; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx
+	echo "installing $$pkgs: $$SUDO apt-get install -y $$pkgs"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$pkgs
 
 # The whole suite: static checks, then every package (integration tests
 # included, against real nginx) under the race detector.
