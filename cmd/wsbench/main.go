@@ -244,30 +244,10 @@ func run(o options) (Result, error) {
 	}
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.pushers, MaxConnsPerHost: o.pushers}, Timeout: 30 * time.Second}
-	var sent, errs atomic.Int64
+	var errs atomic.Int64
 	cpuBefore = cpu(o.rootPID)
 	start = time.Now()
-	for w := 0; w < o.pushers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			payload := make([]byte, o.size)
-			for i := sent.Add(1); i <= int64(o.pushes); i = sent.Add(1) {
-				s := subs[rand.IntN(len(subs))]
-				binary.BigEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
-				binary.BigEndian.PutUint64(payload[8:], uint64(i))
-				for j := 16; j < len(payload); j++ {
-					payload[j] = 'x'
-				}
-				if err := post(hc, s.pushURL, payload); err != nil {
-					if errs.Add(1) <= 3 {
-						progress("push: %v", err)
-					}
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	pushMany(o, subs, hc, o.pushes, func(int64) time.Time { return time.Now() }, &errs)
 	want := int64(o.pushes) - errs.Load()
 	waitDelivered(&delivered, want)
 	elapsed := time.Since(start)
@@ -286,25 +266,8 @@ func run(o options) (Result, error) {
 		// when the pushers are behind, at once.
 		before, errsBefore := delivered.Load(), errs.Load()
 		interval := time.Second / time.Duration(o.rate)
-		var next atomic.Int64
 		start = time.Now()
-		for w := 0; w < o.pushers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				payload := make([]byte, o.size)
-				for i := next.Add(1); i <= int64(o.ratePushes); i = next.Add(1) {
-					due := start.Add(time.Duration(i-1) * interval)
-					time.Sleep(time.Until(due))
-					binary.BigEndian.PutUint64(payload, uint64(due.UnixNano()))
-					binary.BigEndian.PutUint64(payload[8:], uint64(i))
-					if err := post(hc, subs[rand.IntN(len(subs))].pushURL, payload); err != nil && errs.Add(1) <= 3 {
-						progress("push: %v", err)
-					}
-				}
-			}()
-		}
-		wg.Wait()
+		pushMany(o, subs, hc, o.ratePushes, func(i int64) time.Time { return start.Add(time.Duration(i-1) * interval) }, &errs)
 		want := int64(o.ratePushes) - (errs.Load() - errsBefore)
 		waitDelivered(&delivered, before+want)
 		r.Rate, r.RateLost = o.rate, int(before+want-delivered.Load())
@@ -324,6 +287,31 @@ func run(o options) (Result, error) {
 		progress("%s: batch %.0f messages/s, lost %d, server CPU %.0f µs each %s", o.target, r.BatchMsgsPerS, r.BatchLost, r.BatchCPU, fmtSplit(r.BatchCPUSplit))
 	}
 	return r, nil
+}
+
+// pushMany has o.pushers goroutines send n pushes of o.size bytes to
+// random clients: push i (from 1) goes when due(i) says, or at once when
+// that has passed, carrying that time and i; failures are counted in errs.
+func pushMany(o options, subs []*sub, hc *http.Client, n int, due func(i int64) time.Time, errs *atomic.Int64) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < o.pushers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			payload := bytes.Repeat([]byte{'x'}, o.size)
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				at := due(i)
+				time.Sleep(time.Until(at))
+				binary.BigEndian.PutUint64(payload, uint64(at.UnixNano()))
+				binary.BigEndian.PutUint64(payload[8:], uint64(i))
+				if err := post(hc, subs[rand.IntN(len(subs))].pushURL, payload); err != nil && errs.Add(1) <= 3 {
+					progress("push: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // percentiles sorts latencies (ns) and returns their p50, p99 and max in ms.
