@@ -89,7 +89,7 @@ func parseFastPush(b []byte, location string, maxBody int64) (req fastPush, n in
 	case location, location + "/":
 	default:
 		id, ok := bytes.CutPrefix(path, []byte(location+"/"))
-		if !ok || !unreservedPath(id) {
+		if !ok || !unreservedBytes.all(id) {
 			return req, 0, notFast
 		}
 		req.id = string(id)
@@ -101,23 +101,23 @@ func parseFastPush(b []byte, location string, maxBody int64) (req fastPush, n in
 	for len(rest) > 0 {
 		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
 		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok || !token(name) || !fieldValue(value) {
+		if !ok || len(name) == 0 || !tokenBytes.all(name) || !valueBytes.all(value) {
 			return req, 0, notFast
 		}
 		value = bytes.Trim(value, " \t")
 		switch {
-		case equalFold(name, "Host"):
+		case bytes.EqualFold(name, []byte("Host")):
 			if host || !hostValue(value) {
 				return req, 0, notFast
 			}
 			host = true
-		case equalFold(name, "Content-Length"):
-			if length || len(value) == 0 || len(value) > 18 || !digits(value) {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length || len(value) == 0 || len(value) > 18 || !digitBytes.all(value) {
 				return req, 0, notFast
 			}
 			length = true
 			req.contentLength, _ = strconv.ParseInt(string(value), 10, 64)
-		case equalFold(name, "Authorization"):
+		case bytes.EqualFold(name, []byte("Authorization")):
 			if auth {
 				return req, 0, notFast
 			}
@@ -125,24 +125,24 @@ func parseFastPush(b []byte, location string, maxBody int64) (req fastPush, n in
 			if req.id == "" && (string(path) == location || string(path) == location+"/") {
 				req.id = basicAuthUser(string(value))
 			}
-		case equalFold(name, "Content-Type"):
+		case bytes.EqualFold(name, []byte("Content-Type")):
 			if ctype {
 				return req, 0, notFast
 			}
 			ctype = true
 			req.contentType = string(value)
-		case equalFold(name, "Connection"):
+		case bytes.EqualFold(name, []byte("Connection")):
 			for _, opt := range bytes.Split(value, []byte(",")) {
 				switch opt = bytes.Trim(opt, " \t"); {
-				case equalFold(opt, "close"):
+				case bytes.EqualFold(opt, []byte("close")):
 					req.close = true
-				case equalFold(opt, "keep-alive"), len(opt) == 0:
+				case bytes.EqualFold(opt, []byte("keep-alive")), len(opt) == 0:
 				default:
 					return req, 0, notFast
 				}
 			}
-		case equalFold(name, "Transfer-Encoding"), equalFold(name, "Expect"),
-			equalFold(name, "Upgrade"), equalFold(name, "Trailer"):
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")), bytes.EqualFold(name, []byte("Expect")),
+			bytes.EqualFold(name, []byte("Upgrade")), bytes.EqualFold(name, []byte("Trailer")):
 			return req, 0, notFast
 		}
 	}
@@ -157,82 +157,44 @@ func parseFastPush(b []byte, location string, maxBody int64) (req fastPush, n in
 	return req, end + 4, parsed
 }
 
-// unreservedPath reports whether p is a path segment that needs no
-// unescaping: unreserved characters (RFC 3986 §2.3) only.
-func unreservedPath(p []byte) bool {
-	for _, c := range p {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~') {
-			return false
-		}
+// byteSet is a set of bytes, for checking which a header part may hold.
+type byteSet [256]bool
+
+func bytesOf(members string) *byteSet {
+	var s byteSet
+	for i := range len(members) {
+		s[members[i]] = true
 	}
-	return true
+	return &s
 }
 
-// hostValue reports whether b is a Host net/http takes: the bytes of a
-// reg-name, an IP address or a port (httpguts.ValidHostHeader's), such as
-// nginx's "wsgate_push_1". An empty one is left to net/http.
-func hostValue(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
+// all reports whether every byte of b is in s.
+func (s *byteSet) all(b []byte) bool {
 	for _, c := range b {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || bytes.IndexByte([]byte("!$%&'()*+,-.:;=[]_~"), c) >= 0) {
+		if !s[c] {
 			return false
 		}
 	}
 	return true
 }
 
-// token reports whether b is a non-empty HTTP token (a header name).
-func token(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
+const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
-// fieldValue reports whether b is a header value of visible ASCII, spaces
-// and tabs only (net/http refuses control characters; other bytes are
-// left to it).
-func fieldValue(b []byte) bool {
-	for _, c := range b {
-		if c < ' ' && c != '\t' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
+var (
+	// A path segment that needs no unescaping: unreserved characters
+	// (RFC 3986 §2.3).
+	unreservedBytes = bytesOf(alnum + "-_.~")
+	// A Host net/http takes: the bytes of a reg-name, an IP address or a
+	// port (httpguts.ValidHostHeader's), such as nginx's "wsgate_push_1".
+	hostBytes = bytesOf(alnum + "!$%&'()*+,-.:;=[]_~")
+	// An HTTP token (a header name).
+	tokenBytes = bytesOf(alnum + "!#$%&'*+-.^_`|~")
+	// A header value of visible ASCII, spaces and tabs (net/http refuses
+	// control characters; other bytes are left to it).
+	valueBytes = bytesOf("\t" + alnum + " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+	digitBytes = bytesOf("0123456789")
+)
 
-func digits(b []byte) bool {
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// equalFold is ASCII case-insensitive equality.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		c, d := b[i], s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if 'A' <= d && d <= 'Z' {
-			d += 'a' - 'A'
-		}
-		if c != d {
-			return false
-		}
-	}
-	return true
-}
+// hostValue reports whether b is a Host the fast path takes; an empty one
+// is left to net/http.
+func hostValue(b []byte) bool { return len(b) > 0 && hostBytes.all(b) }

@@ -75,6 +75,12 @@ type connState struct {
 	accepted time.Time // zero once it has sent a request
 }
 
+// waitsFor reports whether shutdown waits for the connection: it is reading
+// or answering a request, or was accepted less than newConnGrace ago.
+func (st connState) waitsFor() bool {
+	return st.busy && (st.accepted.IsZero() || time.Since(st.accepted) < newConnGrace)
+}
+
 func newPushListener(s *Server, l net.Listener) *pushListener {
 	pl := &pushListener{
 		Listener:   l,
@@ -160,27 +166,26 @@ func (l *pushListener) forget(c net.Conn) {
 	l.mu.Unlock()
 }
 
-// busy counts the fast path's connections that are reading or answering
-// a request, or were accepted less than newConnGrace ago.
+// busy counts the fast path's connections shutdown waits for.
 func (l *pushListener) busy() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
 	for _, st := range l.conns {
-		if st.busy && (st.accepted.IsZero() || time.Since(st.accepted) < newConnGrace) {
+		if st.waitsFor() {
 			n++
 		}
 	}
 	return n
 }
 
-// closeIdle closes the fast path's connections that are not busy, or all
-// of them.
+// closeIdle closes the fast path's connections shutdown does not wait
+// for, or all of them.
 func (l *pushListener) closeIdle(all bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for c, st := range l.conns {
-		if all || !st.busy || !st.accepted.IsZero() && time.Since(st.accepted) >= newConnGrace {
+		if all || !st.waitsFor() {
 			c.Close()
 		}
 	}
