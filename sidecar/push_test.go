@@ -1,17 +1,13 @@
 package sidecar
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -243,13 +239,7 @@ func TestClientMessageOverMaxIsClosed1009(t *testing.T) {
 func TestRefusedBodyIsRead(t *testing.T) {
 	ts := newTestServer(t, func(c *config.Config) { c.Push.MaxBody, c.Push.MaxBatch = 1000, 2000 })
 	_, id := ts.connect(t)
-	conn, err := net.Dial("unix", ts.pushPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	br := bufio.NewReader(conn)
+	p := ts.rawPush(t)
 	// Far more than net/http reads of an unread body on its own (256 KiB).
 	body := bytes.Repeat([]byte("x"), 1<<20)
 	send := func(method, path string, chunked bool, body []byte) (int, string) {
@@ -260,21 +250,17 @@ func TestRefusedBodyIsRead(t *testing.T) {
 			if chunked {
 				head = fmt.Sprintf("%s %s HTTP/1.1\r\nHost: push\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", method, path, len(body))
 			}
-			_, err := conn.Write(append([]byte(head), body...))
+			_, err := p.Write(append([]byte(head), body...))
 			if err == nil && chunked {
-				_, err = conn.Write([]byte("\r\n0\r\n\r\n"))
+				_, err = p.Write([]byte("\r\n0\r\n\r\n"))
 			}
 			sent <- err
 		}()
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		answer, _ := io.ReadAll(resp.Body)
+		status, _, answer := p.answer(t)
 		if err := <-sent; err != nil {
-			t.Fatalf("%s %s: sending the body after the answer %d: %v", method, path, resp.StatusCode, err)
+			t.Fatalf("%s %s: sending the body after the answer %d: %v", method, path, status, err)
 		}
-		return resp.StatusCode, string(answer)
+		return status, answer
 	}
 	for _, c := range []struct {
 		method, path string
@@ -306,27 +292,17 @@ func TestRefusedBodyIsRead(t *testing.T) {
 
 	// A client that waits for "100 Continue" before sending a body that
 	// is too large is answered at once and need not send it.
-	conn, err = net.Dial("unix", ts.pushPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", id, len(body))
-	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 413 {
-		t.Fatalf("Expect: 100-continue over max_body: %v %v", resp, err)
+	p = ts.rawPush(t)
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", id, len(body))
+	if status, _, _ := p.answer(t); status != 413 {
+		t.Fatalf("Expect: 100-continue over max_body: %d", status)
 	}
 
 	// Nor is a body declared longer than maxDrain read: its connection is
 	// closed with data left either way.
-	conn, err = net.Dial("unix", ts.pushPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\n\r\n", id, maxDrain+1)
-	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 413 {
-		t.Fatalf("Content-Length over maxDrain: %v %v", resp, err)
+	p = ts.rawPush(t)
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\n\r\n", id, maxDrain+1)
+	if status, _, _ := p.answer(t); status != 413 {
+		t.Fatalf("Content-Length over maxDrain: %d", status)
 	}
 }
