@@ -316,15 +316,13 @@ func (c *client) readable() {
 
 // readAvailable reads and parses until the socket has nothing more.
 func (c *client) readAvailable(buf []byte) error {
+	op := getRawOp(buf)
+	defer op.put()
 	for {
-		var n int
-		var errno syscall.Errno
-		if cerr := c.raw.Read(func(fd uintptr) bool {
-			n, errno = rawRead(fd, buf)
-			return true // never wait: the poller does
-		}); cerr != nil {
+		if cerr := c.raw.Read(op.readNow); cerr != nil {
 			return cerr
 		}
+		n, errno := op.n, op.errno
 		switch {
 		case n > 0:
 			if err := c.fr.feed(buf[:n], c); err != nil {

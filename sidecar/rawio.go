@@ -56,17 +56,17 @@ func rawWritev(fd uintptr, bufs ...[]byte) (int, syscall.Errno) {
 // its results and the funcs handed to the RawConn, pooled so that the
 // hot paths allocate nothing per call.
 type rawOp struct {
-	bufs             [][]byte // read: bufs[0] is the buffer; write: what is left
-	spare            [4][]byte
-	head             [10]byte // a frame header, for tryWrite
-	n                int
-	errno            syscall.Errno
-	read, write, try func(fd uintptr) bool
+	bufs                      [][]byte // read: bufs[0] is the buffer; write: what is left
+	spare                     [4][]byte
+	head                      [10]byte // a frame header, for tryWrite
+	n                         int
+	errno                     syscall.Errno
+	read, readNow, write, try func(fd uintptr) bool
 }
 
 var rawOps = sync.Pool{New: func() any {
 	op := new(rawOp)
-	op.read, op.write, op.try = op.readFD, op.writeFD, op.tryFD
+	op.read, op.readNow, op.write, op.try = op.readFD, op.readNowFD, op.writeFD, op.tryFD
 	return op
 }}
 
@@ -90,6 +90,13 @@ func (op *rawOp) readFD(fd uintptr) bool {
 			return op.errno != unix.EAGAIN
 		}
 	}
+}
+
+// readNowFD reads once into bufs[0] and never waits, on EAGAIN either:
+// the caller's poller does.
+func (op *rawOp) readNowFD(fd uintptr) bool {
+	op.n, op.errno = rawRead(fd, op.bufs[0])
+	return true
 }
 
 // writeFD writes until bufs is empty; false (wait for room) when the
