@@ -29,12 +29,10 @@ type batchLine struct {
 func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int64) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		finishBody(r, false)
 		writeError(w, &pushError{http.StatusMethodNotAllowed, "method " + r.Method + " not allowed: POST newline-delimited JSON"})
 		return
 	}
 	if r.ContentLength > s.maxBatch {
-		finishBody(r, false)
 		writeError(w, &pushError{http.StatusRequestEntityTooLarge, "batch exceeds push.max_batch"})
 		return
 	}
@@ -64,7 +62,6 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int6
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) || errors.Is(err, bufio.ErrTooLong) {
 			status, reason = http.StatusRequestEntityTooLarge, "batch exceeds push.max_batch; the lines after this were not read"
-			finishBody(r, true)
 		}
 		out.WriteString(`{"status":` + strconv.Itoa(status) + `,"error":` + strconv.Quote(reason) + "}\n")
 	}

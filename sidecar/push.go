@@ -103,6 +103,7 @@ func readPushBody(r *http.Request, kind int, max int64) ([]byte, *pushError) {
 // batch API at location/batch, /metrics and /status.
 func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
 	arrived := s.now()
+	w, r = finishing(w, r)
 	switch r.URL.Path {
 	case "/metrics":
 		s.serveMetrics(w, r)
@@ -116,7 +117,6 @@ func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
 	}
 	id, ok := pushID(r, s.location)
 	if !ok {
-		finishBody(r, false)
 		writeError(w, &pushError{http.StatusNotFound, "no such path: push to " + s.location + " or " + s.location + "/ID"})
 		return
 	}
@@ -129,8 +129,6 @@ func (s *Server) servePush(w http.ResponseWriter, r *http.Request) {
 	if err.status == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", "POST, DELETE")
 	}
-	// Only a body without a length is read before it is found too large.
-	finishBody(r, err == errTooLarge && r.ContentLength < 0)
 	writeError(w, err)
 }
 
@@ -218,26 +216,77 @@ func (s *Server) deliver(c *client, f frame) *pushError {
 	return nil
 }
 
-// maxDrain is the most finishBody reads of a body nobody wants.
+// maxDrain is the most a finishingWriter reads of a body nobody wants.
 const maxDrain = 64 << 20
 
-// finishBody reads and discards what is left of the body of a request
-// about to be refused before its body was read through (413, 404...), up
-// to maxDrain bytes; net/http alone would read 256 KiB of it and close
-// the connection. Closing a socket with unread data resets the
-// connection, and the reset can overtake the answer: the backend would
-// see "connection reset" instead of a 413. nginx's http push servers read
-// every body themselves; with push_proxy = "stream" the sidecar reads
-// from the backend's own connection. A client that waits for "100
-// Continue" has sent no body unless some was read (readSome), and is not
-// asked for it; a body declared longer than maxDrain is not read at all,
-// as the connection is closed with data left either way.
-func finishBody(r *http.Request, readSome bool) {
-	if r.ContentLength == 0 || r.ContentLength > maxDrain ||
-		!readSome && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+// finishingWriter is the ResponseWriter of every request on the push
+// socket: before the answer, it reads and discards what is left of the
+// request's body, up to maxDrain bytes, so that a request refused before
+// its body was read through (413, 404, 405...) still has it read; net/http
+// alone would read 256 KiB of it and close the connection. Closing a
+// socket with unread data resets the connection, and the reset can
+// overtake the answer: the backend would see "connection reset" instead
+// of a 413. nginx's http push servers read every body themselves; with
+// push_proxy = "stream" the sidecar reads from the backend's own
+// connection. A client that waits for "100 Continue" has sent no body
+// unless the handler read some, and is not asked for it; a body declared
+// longer than maxDrain is not read at all, as the connection is closed
+// with data left either way.
+type finishingWriter struct {
+	http.ResponseWriter
+	r        *http.Request
+	body     *watchedBody
+	finished bool
+}
+
+// watchedBody is a request body that tells whether it was read from, and
+// to the end.
+type watchedBody struct {
+	io.ReadCloser
+	read, eof bool
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.read = true
+	n, err := b.ReadCloser.Read(p)
+	b.eof = b.eof || err == io.EOF
+	return n, err
+}
+
+// finishing returns w as a finishingWriter, and a copy of r whose body it
+// watches. r itself stays as it is: net/http looks at its Body after the
+// handler (whether a client waiting for "100 Continue" sent its body).
+func finishing(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request) {
+	body := &watchedBody{ReadCloser: r.Body}
+	r = r.WithContext(r.Context())
+	r.Body = body
+	return &finishingWriter{ResponseWriter: w, r: r, body: body}, r
+}
+
+func (w *finishingWriter) WriteHeader(status int) {
+	w.finish()
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *finishingWriter) Write(p []byte) (int, error) {
+	w.finish()
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap returns the ResponseWriter underneath, for http.ResponseController.
+func (w *finishingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *finishingWriter) finish() {
+	if w.finished {
 		return
 	}
-	io.CopyN(io.Discard, r.Body, maxDrain)
+	w.finished = true
+	r := w.r
+	if w.body.eof || r.ContentLength == 0 || r.ContentLength > maxDrain ||
+		!w.body.read && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	io.CopyN(io.Discard, w.body, maxDrain)
 }
 
 func writeError(w http.ResponseWriter, e *pushError) {

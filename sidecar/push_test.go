@@ -284,10 +284,13 @@ func TestRefusedBodyIsRead(t *testing.T) {
 	if status, answer := send("POST", "/ws/"+id, false, []byte("still served")); status != 204 {
 		t.Fatalf("the push after: %d %s", status, answer)
 	}
-	// A batch found too large as it is read has the rest read, is
-	// answered, and its connection closed.
+	// A batch found too large as it is read has the rest read and is
+	// answered, and its connection serves on.
 	if status, answer := send("POST", "/ws/batch", true, append(bytes.Repeat([]byte("{}\n"), 1000), body...)); status != 200 || !strings.Contains(answer, `"status":413`) {
 		t.Fatalf("chunked batch over max_batch: %d %s", status, answer)
+	}
+	if status, answer := send("POST", "/ws/"+id, false, []byte("served after the batch")); status != 204 {
+		t.Fatalf("the push after the batch: %d %s", status, answer)
 	}
 
 	// A client that waits for "100 Continue" before sending a body that
@@ -296,6 +299,22 @@ func TestRefusedBodyIsRead(t *testing.T) {
 	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", id, len(body))
 	if status, _, _ := p.answer(t); status != 413 {
 		t.Fatalf("Expect: 100-continue over max_body: %d", status)
+	}
+
+	// One asked for its body, as a chunked body is read before it is
+	// found too large, has the rest of it read too.
+	p = ts.rawPush(t)
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n", id)
+	if status, _, _ := p.answer(t); status != 100 {
+		t.Fatalf("chunked with Expect: 100-continue: %d, want 100 first", status)
+	}
+	p.send(t, "%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+	if status, _, _ := p.answer(t); status != 413 {
+		t.Fatalf("chunked with Expect: 100-continue over max_body: %d", status)
+	}
+	p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 2\r\n\r\nok", id)
+	if status, _, _ := p.answer(t); status != 204 {
+		t.Fatalf("the push after: %d", status)
 	}
 
 	// Nor is a body declared longer than maxDrain read: its connection is

@@ -107,7 +107,6 @@ func readOnly(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	w.Header().Set("Allow", "GET, HEAD")
-	finishBody(r, false)
 	writeError(w, &pushError{http.StatusMethodNotAllowed, "method " + r.Method + " not allowed: GET " + r.URL.Path})
 	return false
 }
