@@ -142,6 +142,11 @@ func (op *rawOp) tryFD(fd uintptr) bool {
 func writeAll(rc syscall.RawConn, bufs ...[]byte) (int, error) {
 	op := getRawOp(bufs...)
 	defer op.put()
+	return op.writeAll(rc)
+}
+
+// writeAll writes all of op.bufs to rc's socket, as writeAll does.
+func (op *rawOp) writeAll(rc syscall.RawConn) (int, error) {
 	err := rc.Write(op.write)
 	if err == nil && op.errno != 0 {
 		err = op.errno

@@ -39,16 +39,23 @@ var errWriteTimeout = errors.New("websocket: write timeout")
 // it refuses with websocket.ErrCloseSent; after an error it returns that
 // error again.
 func (w *wsConn) write(op byte, payload []byte, deadline time.Time) error {
-	head, size := frameHeader(op, len(payload))
-	return w.send(op == opClose, deadline, head[:size], payload)
+	wop := getRawOp()
+	defer wop.put()
+	var size int
+	wop.head, size = frameHeader(op, len(payload)) // in the pooled op: no allocation
+	return w.send(wop, op == opClose, deadline, wop.head[:size], payload)
 }
 
 // writeRaw sends the rest of a frame that tryWrite began.
 func (w *wsConn) writeRaw(rest []byte, deadline time.Time) error {
-	return w.send(false, deadline, rest)
+	wop := getRawOp()
+	defer wop.put()
+	return w.send(wop, false, deadline, rest)
 }
 
-func (w *wsConn) send(closing bool, deadline time.Time, bufs ...[]byte) error {
+// send writes bufs, after the held 101 response if it is still held,
+// through wop.
+func (w *wsConn) send(wop *rawOp, closing bool, deadline time.Time, bufs ...[]byte) error {
 	select {
 	case w.lock <- struct{}{}:
 	default: // another write is under way: wait for it, until deadline
@@ -68,12 +75,13 @@ func (w *wsConn) send(closing bool, deadline time.Time, bufs ...[]byte) error {
 		return websocket.ErrCloseSent
 	}
 	if w.held != nil {
-		bufs = append([][]byte{w.held}, bufs...)
+		wop.bufs = append(wop.bufs, w.held)
 		w.held = nil
 	}
+	wop.bufs = append(wop.bufs, bufs...)
 	w.conn.SetWriteDeadline(deadline)
 	w.deadline = deadline
-	if _, err := writeAll(w.raw, bufs...); err != nil {
+	if _, err := wop.writeAll(w.raw); err != nil {
 		w.err = err
 		return err
 	}

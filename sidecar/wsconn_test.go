@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -105,6 +106,28 @@ func TestWSConnTimeoutAndBroken(t *testing.T) {
 	}
 }
 
+// The writer's path (a frame, the rest of one) allocates nothing per
+// write, as tryWrite does not: the frame header is in the pooled rawOp.
+func TestWSConnWritesWithoutAllocating(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under the race detector")
+	}
+	server, client := unixPair(t)
+	go io.Copy(io.Discard, client)
+	w := newWSConn(server, rawConnOf(t, server), nil)
+	payload := bytes.Repeat([]byte("x"), 64)
+	deadline := time.Now().Add(time.Minute)
+	for name, write := range map[string]func() error{
+		"write":    func() error { return w.write(opText, payload, deadline) },
+		"writeRaw": func() error { return w.writeRaw(payload, deadline) },
+	} {
+		var err error
+		if n := testing.AllocsPerRun(100, func() { err = errors.Join(err, write()) }); n != 0 || err != nil {
+			t.Errorf("%s: %v allocations per write, error %v", name, n, err)
+		}
+	}
+}
+
 func errString(err error) string {
 	if err == nil {
 		return "<nil>"
@@ -112,7 +135,6 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// unixPair is a connected pair of unix sockets.
 // rawConnOf returns c's RawConn.
 func rawConnOf(t testing.TB, c net.Conn) syscall.RawConn {
 	t.Helper()
@@ -123,6 +145,7 @@ func rawConnOf(t testing.TB, c net.Conn) syscall.RawConn {
 	return rc
 }
 
+// unixPair is a connected pair of unix sockets.
 func unixPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
 	path := t.TempDir() + "/pair.sock"
