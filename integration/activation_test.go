@@ -10,18 +10,20 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // startActivated runs `wsgate serve` the way systemd does: the listening
 // sockets as fds 3 and 4, LISTEN_FDS, LISTEN_FDNAMES, and LISTEN_PID set to
 // the child's own pid (the shell's $$ survives exec).
-func startActivated(t *testing.T, cfg string, ws, push *os.File) (*exec.Cmd, *syncBuffer) {
+func startActivated(t *testing.T, cfg string, ws, push *os.File) (*exec.Cmd, *wstest.Output) {
 	t.Helper()
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`,
 		wsgateBin, "serve", "-config", cfg, "-instance", "1", "-log-level", "debug")
 	cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=ws:push")
 	cmd.ExtraFiles = []*os.File{ws, push}
-	out := &syncBuffer{}
+	out := &wstest.Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -57,7 +59,7 @@ shutdown_timeout = "5s"
 	if s, body := post(t, hc, "http://push/ws/"+id, "text/plain", []byte("activated")); s != 204 {
 		t.Fatalf("push: %d %s", s, body)
 	}
-	if _, msg := readMsg(t, c); string(msg) != "activated" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "activated" {
 		t.Fatalf("got %q", msg)
 	}
 	if entries, _ := os.ReadDir(runtime); len(entries) > 0 {
@@ -69,7 +71,7 @@ shutdown_timeout = "5s"
 
 	// SIGTERM: the client is closed with 1012 and the process exits 0.
 	cmd.Process.Signal(syscall.SIGTERM)
-	if code := closeCode(t, c); code != websocket.CloseServiceRestart {
+	if code := wstest.MustCloseCode(t, c); code != websocket.CloseServiceRestart {
 		t.Fatalf("close code %d, want 1012", code)
 	}
 	if err := cmd.Wait(); err != nil {
@@ -106,7 +108,7 @@ runtime_dir = "`+runtime+`"
 welcome = "json"
 `)
 	cmd := exec.Command(wsgateBin, "serve", "-config", cfg, "-instance", "2")
-	out := &syncBuffer{}
+	out := &wstest.Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

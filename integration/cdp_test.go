@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // A minimal Chrome DevTools Protocol client: enough to open a page, evaluate
@@ -54,7 +56,7 @@ func startBrowser(t *testing.T) *browser {
 		"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
 		"--window-size=1000,1000", "about:blank")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its helpers too are stopped at cleanup
-	log := &syncBuffer{}
+	log := &wstest.Output{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

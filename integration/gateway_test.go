@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // Hundreds of clients spread over 4 sidecars; a push to each client's URL
@@ -66,7 +68,7 @@ func TestAffinityThroughNginx(t *testing.T) {
 	}
 	for i, c := range conns {
 		for j := 0; j < 5; j++ {
-			if _, msg := readMsg(t, c); string(msg) != fmt.Sprintf("%d/%d", i, j) {
+			if _, msg := wstest.ReadMessage(t, c); string(msg) != fmt.Sprintf("%d/%d", i, j) {
 				t.Fatalf("client %d got %q, want %d/%d", i, msg, i, j)
 			}
 		}
@@ -117,7 +119,7 @@ func testPushCases(t *testing.T, extra string) {
 
 	expectFrame := func(kind int, want []byte) {
 		t.Helper()
-		gotKind, got := readMsg(t, c)
+		gotKind, got := wstest.ReadMessage(t, c)
 		if gotKind != kind || !bytes.Equal(got, want) {
 			t.Fatalf("frame type %d, %d bytes; want type %d, %d bytes", gotKind, len(got), kind, len(want))
 		}
@@ -169,7 +171,7 @@ func testPushCases(t *testing.T, extra string) {
 	if s, _ := do(t, hc, "DELETE", pushURL, "", nil); s != 204 {
 		t.Fatalf("DELETE: %d", s)
 	}
-	if code := closeCode(t, c); code != websocket.CloseNormalClosure {
+	if code := wstest.MustCloseCode(t, c); code != websocket.CloseNormalClosure {
 		t.Fatalf("close %d, want 1000", code)
 	}
 	expectError("POST", pushURL, "", []byte("late"), 404, "no such client")
@@ -207,7 +209,7 @@ func TestIPv6(t *testing.T) {
 	if s, body := post(t, httpClient(""), pushURL, "", []byte("over v6")); s != 204 {
 		t.Fatalf("push: %d %s", s, body)
 	}
-	if _, msg := readMsg(t, c); string(msg) != "over v6" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "over v6" {
 		t.Fatalf("got %q", msg)
 	}
 }
@@ -229,7 +231,7 @@ func TestKeepaliveThroughNginx(t *testing.T) {
 	}()
 	silent, _ := mustDial(t, g.clientWS, "")
 	silent.SetPingHandler(func(string) error { return nil })
-	if code := closeCode(t, silent); code != websocket.CloseGoingAway {
+	if code := wstest.MustCloseCode(t, silent); code != websocket.CloseGoingAway {
 		t.Fatalf("silent client: close %d, want 1001", code)
 	}
 	for i := 0; i < 15; i++ { // 15 pings: three idle timeouts
@@ -309,7 +311,7 @@ func TestSidecarCrashRefusesNoClient(t *testing.T) {
 		if s, _ := post(t, hc, firstURL(welcome), "", []byte("after crash")); s != 204 {
 			t.Fatalf("push after restart: %d", s)
 		}
-		if _, msg := readMsg(t, c); string(msg) != "after crash" {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != "after crash" {
 			t.Fatalf("got %q", msg)
 		}
 	}
@@ -347,10 +349,10 @@ func TestPushAcrossSidecarCrash(t *testing.T) {
 		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		if _, msg := readMsg(t, c); string(msg) != "before" {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != "before" {
 			t.Fatalf("got %q", msg)
 		}
-		closeCode(t, c) // gone with the sidecar
+		wstest.MustCloseCode(t, c) // gone with the sidecar
 		waitFor(t, 20*time.Second, "sidecar 1 restarted", func() bool {
 			for pid, line := range g.pids() {
 				if pid != old && strings.Contains(line, " serve ") && strings.HasSuffix(line, "-instance 1") {
@@ -366,7 +368,7 @@ func TestPushAcrossSidecarCrash(t *testing.T) {
 		if s, body := post(t, hc, pushURL, "", []byte("after")); s != 204 {
 			t.Fatalf("push to a new client: %d %s", s, body)
 		}
-		if _, msg := readMsg(t, c); string(msg) != "after" {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != "after" {
 			t.Fatalf("got %q", msg)
 		}
 	})
@@ -395,7 +397,7 @@ func TestNginxReloadKeepsClients(t *testing.T) {
 	if s, _ := post(t, httpClient(""), firstURL(welcome), "", []byte("after reload")); s != 204 {
 		t.Fatalf("push after reload: %d", s)
 	}
-	if _, msg := readMsg(t, c); string(msg) != "after reload" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "after reload" {
 		t.Fatalf("got %q", msg)
 	}
 	// New clients connect through the new workers.
@@ -462,10 +464,10 @@ func testBatch(t *testing.T, extra string) {
 		t.Fatalf("batch: %d %.200s", s, resp)
 	}
 	for i := 0; i < 100; i++ {
-		if _, msg := readMsg(t, a); string(msg) != fmt.Sprintf("a%d", i) {
+		if _, msg := wstest.ReadMessage(t, a); string(msg) != fmt.Sprintf("a%d", i) {
 			t.Fatalf("a got %q", msg)
 		}
-		if kind, msg := readMsg(t, b); kind != websocket.BinaryMessage || !bytes.Equal(msg, []byte{0, 1}) {
+		if kind, msg := wstest.ReadMessage(t, b); kind != websocket.BinaryMessage || !bytes.Equal(msg, []byte{0, 1}) {
 			t.Fatalf("b got %d %x", kind, msg)
 		}
 	}
@@ -500,7 +502,7 @@ func TestUpAsUnprivilegedUser(t *testing.T) {
 	if s, body := post(t, httpClient(""), firstURL(welcome), "", []byte("unprivileged")); s != 204 {
 		t.Fatalf("push: %d %s", s, body)
 	}
-	if _, msg := readMsg(t, c); string(msg) != "unprivileged" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "unprivileged" {
 		t.Fatalf("got %q", msg)
 	}
 	g.stop(t)
@@ -529,7 +531,7 @@ func TestPushOnEveryListenAddress(t *testing.T) {
 				if s, body := post(t, hc, u, "", []byte(msg)); s != 204 {
 					t.Fatalf("push to %s: %d %s", u, s, body)
 				}
-				if _, got := readMsg(t, c); string(got) != msg {
+				if _, got := wstest.ReadMessage(t, c); string(got) != msg {
 					t.Fatalf("got %q, want %q", got, msg)
 				}
 			}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,24 +45,6 @@ func unixListener(t *testing.T, path string) *os.File {
 	t.Cleanup(func() { os.Remove(path) })
 	t.Cleanup(func() { f.Close() })
 	return f
-}
-
-// syncBuffer collects a process's output for the test to read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // dialWS opens a WebSocket with the given dialer target (a ws:// URL; when
@@ -149,44 +130,6 @@ func tryDo(hc *http.Client, method, url, contentType string, body []byte) (int, 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), nil
-}
-
-// readMsg reads one message with a deadline.
-func readMsg(t *testing.T, c *websocket.Conn) (int, []byte) {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	kind, msg, err := c.ReadMessage()
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return kind, msg
-}
-
-// closeCode reads until the connection ends and returns its close code, or
-// fails when it ends without a close frame.
-func closeCode(t *testing.T, c *websocket.Conn) int {
-	t.Helper()
-	code, err := readClose(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return code
-}
-
-// readClose reads until the connection ends and returns its close code;
-// it is closeCode for goroutines other than the test's.
-func readClose(c *websocket.Conn) (int, error) {
-	c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	for {
-		_, _, err := c.ReadMessage()
-		if err == nil {
-			continue
-		}
-		if ce, ok := err.(*websocket.CloseError); ok {
-			return ce.Code, nil
-		}
-		return 0, fmt.Errorf("connection ended without a close frame: %v", err)
-	}
 }
 
 // waitFor fails the test unless cond turns true within d.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/wsgate/wsgate/internal/wstest"
 	"github.com/wsgate/wsgate/status"
 )
 
@@ -72,7 +73,7 @@ func TestMetricsUnderWorkload(t *testing.T) {
 	}
 	for _, c := range conns {
 		for j := 0; j < 5; j++ {
-			readMsg(t, c)
+			wstest.ReadMessage(t, c)
 		}
 	}
 	for i := 0; i < 5; i++ {
@@ -83,7 +84,7 @@ func TestMetricsUnderWorkload(t *testing.T) {
 	}
 	for _, c := range conns[:3] {
 		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
-		if code := closeCode(t, c); code != websocket.CloseNormalClosure {
+		if code := wstest.MustCloseCode(t, c); code != websocket.CloseNormalClosure {
 			t.Fatalf("close answered with %d", code)
 		}
 	}
@@ -234,11 +235,11 @@ func TestConnectCloseLogFields(t *testing.T) {
 		if s, body := post(t, httpClient(""), u, "", []byte(m)); s != 204 {
 			t.Fatalf("push: %d %s", s, body)
 		}
-		readMsg(t, c)
+		wstest.ReadMessage(t, c)
 	}
 	c.WriteMessage(websocket.TextMessage, []byte("up"))
 	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
-	closeCode(t, c)
+	wstest.MustCloseCode(t, c)
 	waitFor(t, 10*time.Second, "the close line", func() bool { return findLine(logLines(g.out.String()), "close", id) != nil })
 
 	lines := logLines(g.out.String())
@@ -264,7 +265,7 @@ func TestLogLevelFlagAndSIGUSR1(t *testing.T) {
 	runtime := filepath.Join(dir, "run")
 	cfg := writeConfig(t, dir, "instances = 1\nruntime_dir = \""+runtime+"\"\n[log]\nlevel = \"warn\"\nformat = \"text\"\n")
 	cmd := exec.Command(wsgateBin, "serve", "-config", cfg, "-instance", "1", "-log-level", "info")
-	out := &syncBuffer{}
+	out := &wstest.Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -288,7 +289,7 @@ func TestLogLevelFlagAndSIGUSR1(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		_, welcome := readMsg(t, c)
+		_, welcome := wstest.ReadMessage(t, c)
 		return string(welcome[len("http://"):strings.IndexByte(string(welcome), '@')])
 	}
 	hc := httpClient(pushPath)

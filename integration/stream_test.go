@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/internal/testapp"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // With nginx.client_proxy = "stream", over IPv4 and IPv6: clients reach
@@ -60,7 +61,7 @@ forward_headers = ["X-Forwarded-For", "X-Real-IP"]
 						t.Fatalf("dial %s: %v", g.clientWS, err)
 					}
 					t.Cleanup(func() { c.Close() })
-					_, welcome := readMsg(t, c)
+					_, welcome := wstest.ReadMessage(t, c)
 					conns[i], urls[i] = c, firstURL(string(welcome))
 					u, err := url.Parse(urls[i])
 					if err != nil || u.User.Username() == "" {
@@ -82,7 +83,7 @@ forward_headers = ["X-Forwarded-For", "X-Real-IP"]
 					}
 				}
 				for i, c := range conns {
-					if _, msg := readMsg(t, c); string(msg) != fmt.Sprint("to ", i) {
+					if _, msg := wstest.ReadMessage(t, c); string(msg) != fmt.Sprint("to ", i) {
 						t.Fatalf("client %d got %q", i, msg)
 					}
 				}

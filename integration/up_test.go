@@ -16,12 +16,13 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/internal/proctree"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // gateway is a running `wsgate up`: real nginx and real sidecars.
 type gateway struct {
 	cmd      *exec.Cmd
-	out      *syncBuffer
+	out      *wstest.Output
 	dir      string // state dir
 	clientWS string // ws://host:port/ws
 	portBase int
@@ -106,7 +107,7 @@ max_batch = "256KiB"
 worker_processes = 2
 worker_connections = 4096
 %s`, instances, filepath.Join(dir, "run"), client, topLevel(extra), tomlStrings(pushHosts), base, tables(extra), nginxKeys(extra)))
-	g := &gateway{dir: dir, clientWS: "ws://" + client + "/ws", portBase: base, out: &syncBuffer{}}
+	g := &gateway{dir: dir, clientWS: "ws://" + client + "/ws", portBase: base, out: &wstest.Output{}}
 	args := []string{wsgateBin, "up", "-config", cfg, "-state", filepath.Join(dir, "state")}
 	if as != nil {
 		os.Chmod(dir, 0o777)
@@ -198,7 +199,7 @@ func (g *gateway) stopExpecting1012(t *testing.T, conns []*websocket.Conn) {
 	errs := make(chan error, len(conns))
 	for _, c := range conns {
 		go func() {
-			code, err := readClose(c)
+			code, err := wstest.CloseCode(c)
 			if err == nil && code != websocket.CloseServiceRestart {
 				err = fmt.Errorf("close %d, want 1012", code)
 			}

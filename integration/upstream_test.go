@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/wsgate/wsgate/internal/metrictest"
 	"github.com/wsgate/wsgate/internal/testapp"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // dialHeader opens a WebSocket with request headers; on a refused
@@ -35,7 +37,7 @@ func dialHeader(t *testing.T, target string, h http.Header) (*websocket.Conn, st
 		return nil, "", resp.StatusCode, string(body)
 	}
 	t.Cleanup(func() { c.Close() })
-	_, welcome := readMsg(t, c)
+	_, welcome := wstest.ReadMessage(t, c)
 	return c, string(welcome), 101, ""
 }
 
@@ -118,7 +120,7 @@ func TestUpstreamThroughNginx(t *testing.T) {
 			}
 			for j := 0; j < n; j++ {
 				wantKind, want := msg(j)
-				if kind, got := readMsg(t, c); kind != wantKind || !bytes.Equal(got, append([]byte("re:"), want...)) {
+				if kind, got := wstest.ReadMessage(t, c); kind != wantKind || !bytes.Equal(got, append([]byte("re:"), want...)) {
 					t.Fatalf("reply %d: %d %q", j, kind, got)
 				}
 			}
@@ -186,7 +188,7 @@ func TestUpstreamFailuresThroughNginx(t *testing.T) {
 		setMode("500")
 		c, _, _, _ := dialHeader(t, g.clientWS, nil)
 		c.WriteMessage(websocket.TextMessage, []byte("x"))
-		if code := closeCode(t, c); code != 1011 {
+		if code := wstest.MustCloseCode(t, c); code != 1011 {
 			t.Fatalf("closed with %d, want 1011", code)
 		}
 		for e := a.Next(t); e.Kind() != "disconnect"; e = a.Next(t) {
@@ -246,7 +248,7 @@ func TestAuthRequestThroughNginx(t *testing.T) {
 	if s, _ := post(t, httpClient(""), firstURL(welcome), "", []byte("in")); s != 204 {
 		t.Fatalf("push: %d", s)
 	}
-	if _, msg := readMsg(t, c); string(msg) != "in" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "in" {
 		t.Fatalf("got %q", msg)
 	}
 }
@@ -269,7 +271,7 @@ func TestUpstreamExampleBackend(t *testing.T) {
 	}
 	port := freePorts(t, "127.0.0.1", 1)
 	backend := exec.Command(python, script, strconv.Itoa(port))
-	stderr := &syncBuffer{}
+	stderr := &wstest.Output{}
 	backend.Stderr = stderr
 	if err := backend.Start(); err != nil {
 		t.Fatal(err)
@@ -293,10 +295,10 @@ func TestUpstreamExampleBackend(t *testing.T) {
 	c, welcome, _, _ := dialHeader(t, g.clientWS, http.Header{"Cookie": {"session=1"}})
 	c.WriteMessage(websocket.TextMessage, []byte("hi"))
 	c.WriteMessage(websocket.BinaryMessage, []byte{0, 1})
-	if kind, msg := readMsg(t, c); kind != websocket.TextMessage || string(msg) != "echo: hi" {
+	if kind, msg := wstest.ReadMessage(t, c); kind != websocket.TextMessage || string(msg) != "echo: hi" {
 		t.Fatalf("reply %d %q", kind, msg)
 	}
-	if kind, msg := readMsg(t, c); kind != websocket.BinaryMessage || string(msg) != "echo: \x00\x01" {
+	if kind, msg := wstest.ReadMessage(t, c); kind != websocket.BinaryMessage || string(msg) != "echo: \x00\x01" {
 		t.Fatalf("reply %d %q", kind, msg)
 	}
 	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""))

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 type batchResult struct {
@@ -65,19 +66,19 @@ func TestBatch(t *testing.T) {
 		}
 	}
 	for _, w := range []string{"a1", "a2 é"} {
-		if kind, msg := read(t, a); kind != websocket.TextMessage || string(msg) != w {
+		if kind, msg := wstest.ReadMessage(t, a); kind != websocket.TextMessage || string(msg) != w {
 			t.Fatalf("a got %d %q, want %q", kind, msg, w)
 		}
 	}
-	if kind, msg := read(t, b); kind != websocket.BinaryMessage || !bytes.Equal(msg, bin) {
+	if kind, msg := wstest.ReadMessage(t, b); kind != websocket.BinaryMessage || !bytes.Equal(msg, bin) {
 		t.Fatalf("b got %d %x", kind, msg)
 	}
-	if _, msg := read(t, b); len(msg) != 0 {
+	if _, msg := wstest.ReadMessage(t, b); len(msg) != 0 {
 		t.Fatalf("b got %q, want the empty message", msg)
 	}
 	// Nothing refused reached a: the next message is the marker.
 	ts.pushText(t, idA, "marker")
-	if _, msg := read(t, a); string(msg) != "marker" {
+	if _, msg := wstest.ReadMessage(t, a); string(msg) != "marker" {
 		t.Fatalf("a got %q", msg)
 	}
 	if got := metricValue(t, ts, `wsgate_pushes_total{code="204"}`); got != 5 {
@@ -126,7 +127,7 @@ func TestBatchOrder(t *testing.T) {
 		t.Fatalf("status %d, %d results", status, len(res))
 	}
 	for i := 0; i < 500; i++ {
-		if _, msg := read(t, c); string(msg) != fmt.Sprint(i) {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != fmt.Sprint(i) {
 			t.Fatalf("message %d: %q", i, msg)
 		}
 	}

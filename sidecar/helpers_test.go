@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // testServer is a Server on unix listeners the test created, handed over the
@@ -90,23 +90,13 @@ func (ts *testServer) shutdown(t testing.TB) {
 
 // testWriter sends log output to t.Log and keeps it.
 type testWriter struct {
-	t   testing.TB
-	mu  sync.Mutex
-	out strings.Builder
+	t testing.TB
+	wstest.Output
 }
 
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.out.Write(p)
-}
-
-// String returns what was logged so far.
-func (w *testWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.out.String()
+	return w.Output.Write(p)
 }
 
 // dial connects a WebSocket client and returns it with the welcome frame.
@@ -194,33 +184,6 @@ func (ts *testServer) pushText(t *testing.T, id, msg string) int {
 	t.Helper()
 	status, _ := ts.do(t, "POST", "/ws", id, "text/plain", []byte(msg))
 	return status
-}
-
-// read reads one message with a deadline.
-func read(t *testing.T, c *websocket.Conn) (int, []byte) {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	kind, msg, err := c.ReadMessage()
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return kind, msg
-}
-
-// readClose reads until the connection ends and returns the close code.
-func readClose(t *testing.T, c *websocket.Conn) int {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(15 * time.Second))
-	for {
-		_, _, err := c.ReadMessage()
-		if err == nil {
-			continue
-		}
-		if ce, ok := err.(*websocket.CloseError); ok {
-			return ce.Code
-		}
-		t.Fatalf("connection ended without a close frame: %v", err)
-	}
 }
 
 // eventually fails unless cond becomes true within 10s.

@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 func TestPushStatusCodes(t *testing.T) {
@@ -50,7 +51,7 @@ func TestPushStatusCodes(t *testing.T) {
 				t.Fatalf("status %d, want %d (%s)", status, tc.status, body)
 			}
 			if tc.status == 204 {
-				kind, msg := read(t, c)
+				kind, msg := wstest.ReadMessage(t, c)
 				if want := map[bool]int{true: websocket.BinaryMessage, false: websocket.TextMessage}[tc.binary]; kind != want {
 					t.Errorf("frame type %d, want %d", kind, want)
 				}
@@ -69,7 +70,7 @@ func TestPushStatusCodes(t *testing.T) {
 	if ts.pushText(t, id, "marker") != 204 {
 		t.Fatal("marker push failed")
 	}
-	if _, msg := read(t, c); string(msg) != "marker" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "marker" {
 		t.Fatalf("got %q after refused pushes, want the marker", msg)
 	}
 }
@@ -114,7 +115,7 @@ func TestPushChunkedBodyLimit(t *testing.T) {
 			t.Fatalf("%d bytes chunked: status %d, want %d", n, resp.StatusCode, want)
 		}
 	}
-	if _, msg := read(t, c); len(msg) != 1000 {
+	if _, msg := wstest.ReadMessage(t, c); len(msg) != 1000 {
 		t.Fatalf("delivered %d bytes, want 1000", len(msg))
 	}
 }
@@ -172,7 +173,7 @@ func TestConcurrentPushesReachTheirClients(t *testing.T) {
 	wg.Wait()
 	for i, c := range conns {
 		for j := 0; j < each; j++ {
-			if _, msg := read(t, c); string(msg) != fmt.Sprintf("%s/%d", ids[i], j) {
+			if _, msg := wstest.ReadMessage(t, c); string(msg) != fmt.Sprintf("%s/%d", ids[i], j) {
 				t.Fatalf("client %d message %d: %q", i, j, msg)
 			}
 		}
@@ -189,11 +190,11 @@ func TestDeleteClosesAfterQueuedPushes(t *testing.T) {
 		t.Fatalf("DELETE: %d %s", s, body)
 	}
 	for i := 0; i < 3; i++ {
-		if _, msg := read(t, c); string(msg) != fmt.Sprint(i) {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != fmt.Sprint(i) {
 			t.Fatalf("message %d: %q", i, msg)
 		}
 	}
-	if code := readClose(t, c); code != websocket.CloseNormalClosure {
+	if code := wstest.MustCloseCode(t, c); code != websocket.CloseNormalClosure {
 		t.Fatalf("close code %d, want 1000", code)
 	}
 	if s := ts.pushText(t, id, "late"); s != 404 {
@@ -214,7 +215,7 @@ func TestClientMessagesAreDiscarded(t *testing.T) {
 	}
 	eventually(t, "5 messages counted", func() bool { return metricValue(t, ts, "wsgate_client_messages_discarded_total") == 5 })
 	ts.pushText(t, id, "marker")
-	if _, msg := read(t, c); string(msg) != "marker" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "marker" {
 		t.Fatalf("client got %q: client messages must not be echoed", msg)
 	}
 }
@@ -224,7 +225,7 @@ func TestClientMessageOverMaxIsClosed1009(t *testing.T) {
 	c, _ := ts.connect(t)
 	c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("a"), 100)) // fits
 	c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("a"), 101))
-	if code := readClose(t, c); code != websocket.CloseMessageTooBig {
+	if code := wstest.MustCloseCode(t, c); code != websocket.CloseMessageTooBig {
 		t.Fatalf("close code %d, want 1009", code)
 	}
 	eventually(t, "client gone", func() bool { return ts.Connections() == 0 })

@@ -15,6 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // rawPush is a connection to a test server's push socket that writes
@@ -84,7 +86,7 @@ func TestFastPathServesPushes(t *testing.T) {
 		kind int
 		data string
 	}{{websocket.TextMessage, "one"}, {websocket.BinaryMessage, "two"}, {websocket.TextMessage, ""}} {
-		if kind, msg := read(t, c); kind != want.kind || string(msg) != want.data {
+		if kind, msg := wstest.ReadMessage(t, c); kind != want.kind || string(msg) != want.data {
 			t.Fatalf("got %d %q, want %d %q", kind, msg, want.kind, want.data)
 		}
 	}
@@ -111,7 +113,7 @@ func TestFastPathServesPushes(t *testing.T) {
 	if status, _, _ := p.answer(t); status != 204 {
 		t.Fatalf("DELETE: %d", status)
 	}
-	if code := readClose(t, c); code != websocket.CloseNormalClosure {
+	if code := wstest.MustCloseCode(t, c); code != websocket.CloseNormalClosure {
 		t.Fatalf("close %d, want 1000", code)
 	}
 	if got := counterValue(ts.metrics.handovers); got != 0 {
@@ -150,7 +152,7 @@ func TestFastPathHandsOver(t *testing.T) {
 		t.Fatalf("net/http left the connection open: %v", err)
 	}
 	for _, want := range []string{"fast", "slow", "after"} {
-		if _, msg := read(t, c); string(msg) != want {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != want {
 			t.Fatalf("got %q, want %q", msg, want)
 		}
 	}
@@ -236,7 +238,7 @@ func TestFastPathTolerance(t *testing.T) {
 		if status, _, body := p.answer(t); status != 204 {
 			t.Fatalf("push %s: %d %s", want, status, body)
 		}
-		if _, msg := read(t, c); string(msg) != want {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != want {
 			t.Fatalf("got %q, want %q", msg, want)
 		}
 	}
@@ -258,7 +260,7 @@ func TestFastPathShutdown(t *testing.T) {
 		if status, _, _ := p.answer(t); status != 204 {
 			t.Fatalf("push: %d", status)
 		}
-		read(t, c)
+		wstest.ReadMessage(t, c)
 	}
 	busy.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\nContent-Length: 6\r\n\r\nsec", id)
 	eventually(t, "the sidecar reading the push", func() bool { return unreadBySidecar(t, busy) == 0 })
@@ -280,11 +282,11 @@ func TestFastPathShutdown(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"batched", "second"} {
-		if _, msg := read(t, c); string(msg) != want {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != want {
 			t.Fatalf("got %q, want %q", msg, want)
 		}
 	}
-	if code := readClose(t, c); code != websocket.CloseServiceRestart {
+	if code := wstest.MustCloseCode(t, c); code != websocket.CloseServiceRestart {
 		t.Fatalf("close %d, want 1012", code)
 	}
 	ts.shutdown(t)

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // Idle clients hold no goroutine: the poller watches their sockets. A
@@ -56,7 +57,7 @@ func TestIdleClientsHoldNoGoroutine(t *testing.T) {
 		if code := ts.pushText(t, id, "x"); code != 204 {
 			t.Fatalf("push %d", code)
 		}
-		read(t, c)
+		wstest.ReadMessage(t, c)
 	}
 }
 
@@ -74,7 +75,7 @@ func TestProtocolErrorClosed1002(t *testing.T) {
 			if _, err := c.NetConn().Write(frame); err != nil {
 				t.Fatal(err)
 			}
-			if code := readClose(t, c); code != websocket.CloseProtocolError {
+			if code := wstest.MustCloseCode(t, c); code != websocket.CloseProtocolError {
 				t.Fatalf("close code %d, want 1002", code)
 			}
 			eventually(t, "disconnect counted as other (1002)", func() bool {
@@ -92,7 +93,7 @@ func TestClientCloseEchoed(t *testing.T) {
 	if err := c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if code := readClose(t, c); code != 4001 {
+	if code := wstest.MustCloseCode(t, c); code != 4001 {
 		t.Fatalf("echoed close code %d, want 4001", code)
 	}
 	eventually(t, "client gone", func() bool { return ts.Connections() == 0 })
@@ -217,7 +218,7 @@ func TestTrickleIsIdle(t *testing.T) {
 			}
 		}
 	}()
-	if code := readClose(t, c); code != websocket.CloseGoingAway {
+	if code := wstest.MustCloseCode(t, c); code != websocket.CloseGoingAway {
 		t.Fatalf("close code %d, want 1001 (idle)", code)
 	}
 }
@@ -254,7 +255,7 @@ func TestTextNotUTF8Closed1007(t *testing.T) {
 	if err := c.WriteMessage(websocket.TextMessage, []byte("ok\xff")); err != nil {
 		t.Fatal(err)
 	}
-	if code := readClose(t, c); code != websocket.CloseInvalidFramePayloadData {
+	if code := wstest.MustCloseCode(t, c); code != websocket.CloseInvalidFramePayloadData {
 		t.Fatalf("close code %d, want 1007", code)
 	}
 }

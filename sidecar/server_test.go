@@ -13,6 +13,7 @@ import (
 
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/internal/metrictest"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // metricValue reads one sample from /metrics: name may carry labels exactly
@@ -79,7 +80,7 @@ func TestWelcomeJSON(t *testing.T) {
 	if ts.pushText(t, w.ID, "hi") != 204 {
 		t.Fatal("push to the JSON welcome's id failed")
 	}
-	if _, msg := read(t, c); string(msg) != "hi" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "hi" {
 		t.Fatalf("got %q", msg)
 	}
 }
@@ -177,7 +178,7 @@ func TestKeepalive(t *testing.T) {
 	// A client that reads but never pongs is closed with 1001.
 	silent, _ := ts.dial(t, nil)
 	silent.SetPingHandler(func(string) error { return nil })
-	if code := readClose(t, silent); code != websocket.CloseGoingAway {
+	if code := wstest.MustCloseCode(t, silent); code != websocket.CloseGoingAway {
 		t.Fatalf("silent client closed with %d, want 1001", code)
 	}
 	// By then the answering client has seen pings for longer than
@@ -219,7 +220,7 @@ func TestKeepaliveNoPingWhileBusy(t *testing.T) {
 	// Push every 30ms for 1.2s: four ping intervals with traffic.
 	for i := 0; i < 40; i++ {
 		ts.pushText(t, id, "x")
-		read(t, c)
+		wstest.ReadMessage(t, c)
 		time.Sleep(30 * time.Millisecond)
 	}
 	select {
@@ -244,11 +245,11 @@ func TestShutdownClosesWith1012AfterQueued(t *testing.T) {
 	}
 	ts.stop()
 	for i := 0; i < 10; i++ {
-		if _, msg := read(t, c); string(msg) != strconv.Itoa(i) {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != strconv.Itoa(i) {
 			t.Fatalf("message %d: %q", i, msg)
 		}
 	}
-	if code := readClose(t, c); code != websocket.CloseServiceRestart {
+	if code := wstest.MustCloseCode(t, c); code != websocket.CloseServiceRestart {
 		t.Fatalf("close code %d, want 1012", code)
 	}
 	ts.shutdown(t)
@@ -283,7 +284,7 @@ func TestMetricsCount(t *testing.T) {
 	ts := newTestServer(t, nil)
 	c, id := ts.connect(t)
 	ts.pushText(t, id, "a")
-	read(t, c)
+	wstest.ReadMessage(t, c)
 	ts.pushText(t, "nobody", "b")
 	// The sent counters move just after the write, which the client can
 	// read first.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // pushUntilFull pushes 64 KiB messages to a client that does not read until
@@ -80,14 +81,14 @@ func TestSlowClientDrop(t *testing.T) {
 	}
 	// Once the client reads, it gets every accepted push, in order.
 	for i := 0; i < accepted; i++ {
-		if _, msg := read(t, c); string(msg[:6]) != fmt.Sprintf("%06d", i) {
+		if _, msg := wstest.ReadMessage(t, c); string(msg[:6]) != fmt.Sprintf("%06d", i) {
 			t.Fatalf("message %d starts %q", i, msg[:6])
 		}
 	}
 	if s := ts.pushText(t, id, "after"); s != 204 {
 		t.Fatalf("push after draining: %d", s)
 	}
-	if _, msg := read(t, c); string(msg) != "after" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "after" {
 		t.Fatalf("got %q, want the push made after draining", msg)
 	}
 }

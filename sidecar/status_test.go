@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // getStatus reads and decodes GET /status.
@@ -51,7 +52,7 @@ func TestStatus(t *testing.T) {
 	c, id := ts.connect(t)
 	ts.connect(t)
 	ts.pushText(t, id, "a")
-	read(t, c)
+	wstest.ReadMessage(t, c)
 	ts.pushText(t, "nobody", "b")
 	c.WriteMessage(websocket.TextMessage, []byte("up"))
 	// The sent counter moves just after the write, which the client can

@@ -21,6 +21,7 @@ import (
 
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/internal/testapp"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // upstreamServer is a test server sending events to b.
@@ -63,7 +64,7 @@ func TestUpstreamEvents(t *testing.T) {
 					t.Errorf("connect %s: %q, want %q", k, got, want)
 				}
 			}
-			if kind, msg := read(t, c); kind != websocket.TextMessage || string(msg) != "hello" {
+			if kind, msg := wstest.ReadMessage(t, c); kind != websocket.TextMessage || string(msg) != "hello" {
 				t.Fatalf("after the welcome: %d %q, want connect's reply", kind, msg)
 			}
 
@@ -79,7 +80,7 @@ func TestUpstreamEvents(t *testing.T) {
 					e.Header.Get("Content-Type") != want.ct || string(e.Body) != want.body {
 					t.Fatalf("message event %v %q, want %s %q", e.Header, e.Body, want.ct, want.body)
 				}
-				if kind, msg := read(t, c); kind != want.kind || string(msg) != "re:"+want.body {
+				if kind, msg := wstest.ReadMessage(t, c); kind != want.kind || string(msg) != "re:"+want.body {
 					t.Fatalf("reply %d %q, want %d re:%q", kind, msg, want.kind, want.body)
 				}
 			}
@@ -175,7 +176,7 @@ func TestUpstreamDown(t *testing.T) {
 	if s := ts.pushText(t, id, "still here"); s != 204 {
 		t.Fatalf("push after a failed message: %d", s)
 	}
-	if _, msg := read(t, c); string(msg) != "still here" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "still here" {
 		t.Fatalf("got %q", msg)
 	}
 }
@@ -220,7 +221,7 @@ func TestUpstreamMessageFails(t *testing.T) {
 					}
 					return
 				}
-				if code := readClose(t, c); code != 1011 {
+				if code := wstest.MustCloseCode(t, c); code != 1011 {
 					t.Fatalf("closed with %d, want 1011", code)
 				}
 				b.Next(t) // bad
@@ -378,7 +379,7 @@ func TestUpstreamBadReply(t *testing.T) {
 	for _, m := range []string{"latin1", "big", "ok"} {
 		c.WriteMessage(websocket.TextMessage, []byte(m))
 	}
-	if _, msg := read(t, c); string(msg) != "fine" {
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "fine" {
 		t.Fatalf("got %q, want only the good reply", msg)
 	}
 	if v := metricValue(t, ts, `wsgate_upstream_errors_total{event="message",reason="bad_reply"}`); v != 2 {
@@ -571,7 +572,7 @@ func TestPushRightAfterConnect(t *testing.T) {
 		if s := <-statuses; s != 204 {
 			t.Fatalf("client %d: push right after connect: %d, want 204", i, s)
 		}
-		if _, msg := read(t, c); string(msg) != "first" {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != "first" {
 			t.Fatalf("client %d got %q", i, msg)
 		}
 		c.Close()

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // wsConn's frames, in every length form, read by gorilla's client, with
@@ -187,7 +188,7 @@ func TestPushPartlyWritten(t *testing.T) {
 		}
 	}
 	for i := range n {
-		kind, got := read(t, c)
+		kind, got := wstest.ReadMessage(t, c)
 		if kind != websocket.BinaryMessage || !bytes.Equal(got, msg(i)) {
 			t.Fatalf("message %d: kind %d, %d bytes of %q..., want %d of %q", i, kind, len(got), got[:min(len(got), 1)], len(msg(i)), msg(i)[:1])
 		}

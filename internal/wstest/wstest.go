@@ -1,0 +1,74 @@
+// Package wstest has the helpers that the sidecar's tests and the gateway's
+// integration tests share: reading a WebSocket's messages and its close
+// code with deadlines, and collecting a process's output while it runs.
+package wstest
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// ReadMessage reads one message within 10 seconds, or fails t.
+func ReadMessage(t testing.TB, c *websocket.Conn) (kind int, msg []byte) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	kind, msg, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return kind, msg
+}
+
+// CloseCode reads until the connection ends, within 20 seconds, and
+// returns its close code: websocket.CloseAbnormalClosure (1006) when it
+// ended without a close frame, as gorilla reports it. Any other end of
+// reading (a timeout, a reset) is an error. Unlike MustCloseCode it may run
+// in any goroutine.
+func CloseCode(c *websocket.Conn) (int, error) {
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if ce, ok := err.(*websocket.CloseError); ok {
+			return ce.Code, nil
+		}
+		return 0, fmt.Errorf("reading until the close: %v", err)
+	}
+}
+
+// MustCloseCode is CloseCode that fails t on an error.
+func MustCloseCode(t testing.TB, c *websocket.Conn) int {
+	t.Helper()
+	code, err := CloseCode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// Output collects what is written to it from any goroutine (a process's
+// output, a logger's) for the test to read while it runs.
+type Output struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (o *Output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+// String returns what was written so far.
+func (o *Output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
