@@ -116,14 +116,21 @@ func (w *wsConn) tryWrite(op byte, payload []byte) (rest []byte, ok bool) {
 	if err := w.raw.Write(wop.try); err != nil || wop.errno != 0 || wop.n <= 0 {
 		return nil, false
 	}
-	n := wop.n
-	switch {
-	case n == size+len(payload):
+	if wop.n == size+len(payload) {
 		return nil, true
-	case n < size:
-		return append(wop.head[n:size:size], payload...), true
 	}
-	return payload[n-size:], true
+	return frameRest(wop.head[:size], payload, wop.n), true
+}
+
+// frameRest is what is left to send of the frame head+payload after its
+// first n bytes went: a copy when any of head is left, since head lives in
+// a pooled rawOp that the next write reuses.
+func frameRest(head, payload []byte, n int) []byte {
+	if n >= len(head) {
+		return payload[n-len(head):]
+	}
+	rest := make([]byte, 0, len(head)-n+len(payload))
+	return append(append(rest, head[n:]...), payload...)
 }
 
 // frameHeader is the header of an unmasked, final frame (RFC 6455 §5.2)

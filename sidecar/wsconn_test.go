@@ -129,6 +129,32 @@ func TestWSConnWritesWithoutAllocating(t *testing.T) {
 	}
 }
 
+// What is left of a partly written frame never shares memory with its
+// header, which is in a pooled rawOp: an empty push whose header went only
+// in part once came back as a slice of it, and a later write rewrote it.
+func TestFrameRestIsNotTheHeader(t *testing.T) {
+	for _, c := range []struct {
+		payload string
+		n       int
+		want    string
+	}{
+		{"", 1, "\x00"},
+		{"ab", 1, "\x02ab"},
+		{"ab", 2, "ab"},
+		{"ab", 3, "b"},
+	} {
+		head, size := frameHeader(opText, len(c.payload))
+		rest := frameRest(head[:size], []byte(c.payload), c.n)
+		got := string(rest)
+		for i := range head {
+			head[i] = 0xff // the next write's header
+		}
+		if got != c.want || string(rest) != got {
+			t.Errorf("payload %q, %d bytes sent: rest %q, then %q once the header is reused; want %q", c.payload, c.n, got, rest, c.want)
+		}
+	}
+}
+
 func errString(err error) string {
 	if err == nil {
 		return "<nil>"
