@@ -116,7 +116,7 @@ func (c *client) push(f frame) enqueueResult {
 	// socket did not take, first, and whatever was queued meanwhile.
 	c.writing = true
 	c.mu.Unlock()
-	rest, ok := c.ws.tryWrite(byte(f.kind), f.data)
+	ok, partial := c.ws.tryWrite(byte(f.kind), f.data)
 	if ok {
 		c.sent(f) // once its first bytes went, as for any write
 	}
@@ -124,8 +124,8 @@ func (c *client) push(f frame) enqueueResult {
 	switch {
 	case !ok:
 		c.requeueLocked(f)
-	case rest != nil:
-		c.requeueLocked(frame{kind: kindRest, data: rest})
+	case partial: // the wsConn holds the rest; the writer flushes it
+		c.requeueLocked(frame{kind: kindRest})
 	case len(c.queue) == 0:
 		c.writing = false
 		c.mu.Unlock()
@@ -136,7 +136,8 @@ func (c *client) push(f frame) enqueueResult {
 	return queued
 }
 
-// kindRest is a frame.kind: the rest of a frame that push began to write.
+// kindRest is a frame.kind: the rest of a frame that push began to write,
+// which the wsConn holds, to be flushed.
 const kindRest = 0x100
 
 // requeueLocked puts f in front of the queue.
@@ -239,7 +240,7 @@ func (c *client) write(f frame) error {
 	}
 	deadline := time.Now().Add(c.srv.writeTimeout)
 	if f.kind == kindRest {
-		return c.ws.writeRaw(f.data, deadline) // counted when it began
+		return c.ws.flush(deadline) // counted when it began
 	}
 	if err := c.ws.write(byte(f.kind), f.data, deadline); err != nil {
 		return err

@@ -22,6 +22,7 @@ type wsConn struct {
 
 	// Under lock.
 	held      []byte // gorilla's 101 response, sent with the first frame
+	rest      []byte // what tryWrite left unsent of a frame: sent before anything else
 	closeSent bool
 	err       error     // the first write error: the socket is broken
 	deadline  time.Time // the socket's write deadline
@@ -46,15 +47,16 @@ func (w *wsConn) write(op byte, payload []byte, deadline time.Time) error {
 	return w.send(wop, op == opClose, deadline, wop.head[:size], payload)
 }
 
-// writeRaw sends the rest of a frame that tryWrite began.
-func (w *wsConn) writeRaw(rest []byte, deadline time.Time) error {
+// flush sends what tryWrite left unsent of a frame, if any is left.
+func (w *wsConn) flush(deadline time.Time) error {
 	wop := getRawOp()
 	defer wop.put()
-	return w.send(wop, false, deadline, rest)
+	return w.send(wop, false, deadline)
 }
 
-// send writes bufs, after the held 101 response if it is still held,
-// through wop.
+// send writes bufs through wop, after the held 101 response and the rest
+// of a frame tryWrite began, if they are still there: whatever is written
+// next, a control frame included, never lands inside another frame.
 func (w *wsConn) send(wop *rawOp, closing bool, deadline time.Time, bufs ...[]byte) error {
 	select {
 	case w.lock <- struct{}{}:
@@ -78,6 +80,10 @@ func (w *wsConn) send(wop *rawOp, closing bool, deadline time.Time, bufs ...[]by
 		wop.bufs = append(wop.bufs, w.held)
 		w.held = nil
 	}
+	if w.rest != nil {
+		wop.bufs = append(wop.bufs, w.rest)
+		w.rest = nil
+	}
 	wop.bufs = append(wop.bufs, bufs...)
 	w.conn.SetWriteDeadline(deadline)
 	w.deadline = deadline
@@ -92,17 +98,18 @@ func (w *wsConn) send(wop *rawOp, closing bool, deadline time.Time, bufs ...[]by
 // tryWrite writes a data frame only as far as the socket takes it at once,
 // never waiting. ok is false when nothing went: another write was under
 // way, the socket was full, or the connection is closing or broken; the
-// caller leaves the frame to its writer, which finds out which. Otherwise
-// rest is what the socket did not take, for the writer to send next.
-func (w *wsConn) tryWrite(op byte, payload []byte) (rest []byte, ok bool) {
+// caller leaves the frame to its writer, which finds out which. partial is
+// true when the socket took only part of it: the wsConn keeps the rest,
+// which the next write of any kind sends first (flush, for the writer).
+func (w *wsConn) tryWrite(op byte, payload []byte) (ok, partial bool) {
 	select {
 	case w.lock <- struct{}{}:
 	default:
-		return nil, false
+		return false, false
 	}
 	defer func() { <-w.lock }()
-	if w.err != nil || w.closeSent || w.held != nil {
-		return nil, false
+	if w.err != nil || w.closeSent || w.held != nil || w.rest != nil {
+		return false, false
 	}
 	if !w.deadline.IsZero() { // an expired deadline would fail the write
 		w.conn.SetWriteDeadline(time.Time{})
@@ -114,12 +121,13 @@ func (w *wsConn) tryWrite(op byte, payload []byte) (rest []byte, ok bool) {
 	wop.head, size = frameHeader(op, len(payload)) // in the pooled op: no allocation
 	wop.bufs = append(wop.bufs, wop.head[:size], payload)
 	if err := w.raw.Write(wop.try); err != nil || wop.errno != 0 || wop.n <= 0 {
-		return nil, false
+		return false, false
 	}
 	if wop.n == size+len(payload) {
-		return nil, true
+		return true, false
 	}
-	return frameRest(wop.head[:size], payload, wop.n), true
+	w.rest = frameRest(wop.head[:size], payload, wop.n)
+	return true, true
 }
 
 // frameRest is what is left to send of the frame head+payload after its

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"net/http"
 	"net/url"
 	"syscall"
@@ -107,7 +108,7 @@ func TestWSConnTimeoutAndBroken(t *testing.T) {
 	}
 }
 
-// The writer's path (a frame, the rest of one) allocates nothing per
+// The writer's path (a frame, a flush) allocates nothing per
 // write, as tryWrite does not: the frame header is in the pooled rawOp.
 func TestWSConnWritesWithoutAllocating(t *testing.T) {
 	if raceEnabled {
@@ -120,12 +121,44 @@ func TestWSConnWritesWithoutAllocating(t *testing.T) {
 	deadline := time.Now().Add(time.Minute)
 	for name, write := range map[string]func() error{
 		"write":    func() error { return w.write(opText, payload, deadline) },
-		"writeRaw": func() error { return w.writeRaw(payload, deadline) },
+		"flush": func() error { return w.flush(deadline) },
 	} {
 		var err error
 		if n := testing.AllocsPerRun(100, func() { err = errors.Join(err, write()) }); n != 0 || err != nil {
 			t.Errorf("%s: %v allocations per write, error %v", name, n, err)
 		}
+	}
+}
+
+// A control frame written while a push's frame is only partly out (the
+// pushing goroutine wrote what the socket took; its writer has yet to
+// send the rest) goes after that frame, not into it: here a pong, which
+// the reading goroutine writes.
+func TestControlFrameAfterPartFrame(t *testing.T) {
+	// One P: the writer push starts cannot run before the pong is
+	// written, which is the order that once put the pong inside.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ts := newTestServer(t, nil)
+	server, peer := unixPair(t)
+	raw := rawConnOf(t, server)
+	c := &client{id: "partial", srv: ts.Server, ws: newWSConn(server, raw, nil), raw: raw}
+	payload := bytes.Repeat([]byte("a"), 4<<20) // far more than the socket takes at once
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(peer, int64(10+len(payload)+3)))
+		got <- b
+	}()
+	if r := c.push(frame{kind: websocket.BinaryMessage, data: payload}); r != queued {
+		t.Fatalf("push: %v", r)
+	}
+	if err := c.ping([]byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	b := <-got
+	head, size := frameHeader(websocket.BinaryMessage, len(payload))
+	pong := []byte{0x8a, 1, 'p'}
+	if !bytes.Equal(b[:size], head[:size]) || !bytes.Equal(b[size:size+len(payload)], payload) || !bytes.Equal(b[size+len(payload):], pong) {
+		t.Fatalf("not the data frame and then the pong: the pong at %d of %d bytes", bytes.Index(b, pong), len(b))
 	}
 }
 
