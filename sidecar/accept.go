@@ -45,7 +45,15 @@ func (s *Server) acceptWS(l net.Listener) error {
 		conn = newRawConn(conn)
 		s.handshaking.Add(1)
 		s.pending.Store(conn, nil)
-		go s.handshake(conn)
+		go func() {
+			// Once upgraded, this goroutine writes the welcome (and
+			// the 101 held with it) instead of starting a writer; it is
+			// a writer like any other then, which shutdown closes and
+			// cuts at its deadline, no longer a handshake it waits for.
+			if c := s.handshake(conn); c != nil {
+				c.writeLoop()
+			}
+		}()
 	}
 }
 
@@ -66,9 +74,9 @@ func (s *Server) accept(l net.Listener) (net.Conn, error) {
 	}
 }
 
-// handshake reads one request from conn and upgrades it, or answers it with
-// an error and closes conn.
-func (s *Server) handshake(conn net.Conn) {
+// handshake reads one request from conn and upgrades it, returning the
+// client, or answers it with an error, closes conn and returns nil.
+func (s *Server) handshake(conn net.Conn) *client {
 	defer s.handshaking.Done()
 	defer s.pending.Delete(conn)
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
@@ -109,7 +117,7 @@ func (s *Server) handshake(conn net.Conn) {
 			w.send()
 		}
 		conn.Close()
-		return
+		return nil
 	}
 	if s.proxyProtocol {
 		setClientAddr(r, client)
@@ -120,16 +128,13 @@ func (s *Server) handshake(conn net.Conn) {
 	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
 		s.handshakeError(w, r, http.StatusBadRequest, errors.New("websocket: handshake with a body"))
 	} else if c := s.serveWS(w, r); c != nil {
-		// This goroutine's handshake is done: it writes the welcome
-		// (and the 101 held with it) instead of starting a writer.
-		s.pending.Delete(conn)
-		c.writeLoop()
-		return
+		return c
 	}
 	if !w.hijacked {
 		w.send()
 		conn.Close()
 	}
+	return nil
 }
 
 // proxyWarnEvery bounds how often a missing PROXY header is logged.

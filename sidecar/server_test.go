@@ -1,8 +1,11 @@
 package sidecar
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,9 +13,11 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/internal/metrictest"
+	"github.com/wsgate/wsgate/internal/testapp"
 	"github.com/wsgate/wsgate/internal/wstest"
 )
 
@@ -278,6 +283,56 @@ func TestShutdownIsBounded(t *testing.T) {
 	if n := ts.Connections(); n != 0 {
 		t.Fatalf("%d clients left after shutdown", n)
 	}
+}
+
+// Nor can one whose handshake's goroutine is still writing what came with
+// the welcome (here an upstream greeting larger than the socket holds):
+// that goroutine is the client's writer, which shutdown cuts at its
+// deadline, and no longer a handshake it waits for (it once waited up to
+// write_timeout).
+func TestShutdownIsBoundedWhileWelcoming(t *testing.T) {
+	greeting := bytes.Repeat([]byte("g"), 1<<20)
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		if e.Kind() == "connect" {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Write(greeting) // sent right behind the welcome
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	ts := newTestServer(t, func(c *config.Config) {
+		c.Upstream.URL = b.URL
+		c.Upstream.Events = []string{"connect"}
+		c.ShutdownTimeout = config.Duration(300 * time.Millisecond)
+		c.WebSocket.WriteTimeout = config.Duration(10 * time.Minute)
+	})
+	conn, err := net.Dial("unix", ts.wsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, upgradeRequest+"\r\n") // and never reads
+	b.Next(t)
+	// Until the socket is full: the writer waits for room.
+	eventually(t, "the welcome and part of the greeting sent", func() bool { return unread(t, conn) > 64<<10 })
+	ts.stop()
+	select {
+	case err := <-ts.done:
+		ts.done <- err
+	case <-time.After(time.Minute):
+		t.Fatal("shutdown_timeout is 300ms, write_timeout 10m: Serve did not return within a minute")
+	}
+}
+
+// unread is how many bytes conn has received and not read yet.
+func unread(t *testing.T, conn net.Conn) int {
+	t.Helper()
+	var n int
+	var err error
+	if cerr := rawConnOf(t, conn).Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); cerr != nil || err != nil {
+		t.Fatal(cerr, err)
+	}
+	return n
 }
 
 func TestMetricsCount(t *testing.T) {
