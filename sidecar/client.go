@@ -67,6 +67,7 @@ type client struct {
 	// and keepalive.
 	lastRecv atomic.Int64
 	lastSend atomic.Int64
+	lastPing atomic.Int64 // a ping was last tried, by tick
 	in, out  atomic.Int64 // messages, for the close log line
 
 	// Set before the client is registered; stopped by finish.
@@ -388,29 +389,48 @@ func (c *client) control(f func(fd int) error) error {
 	return err
 }
 
-// tick is the keepalive timer: ping after ping_interval with no traffic
-// either way, close with 1001 after idle_timeout with nothing received.
+// tick is the keepalive timer; keepalive decides what it does.
 func (c *client) tick() {
 	s := c.srv
 	now := s.now()
-	recv := c.lastRecv.Load()
-	if now-recv >= int64(s.idleTimeout) {
+	closeIt, ping, next := keepalive(now, c.lastRecv.Load(), c.lastSend.Load(), c.lastPing.Load(), int64(s.pingInterval), int64(s.idleTimeout))
+	if closeIt {
 		c.closeNow(closeIdle, "idle timeout")
 		return
 	}
-	last := max(recv, c.lastSend.Load())
-	if now-last >= int64(s.pingInterval) {
+	if ping {
+		c.lastPing.Store(now) // tried: failed or not, the next try waits an interval
 		if c.ws.write(opPing, nil, time.Now().Add(s.writeTimeout)) == nil {
 			c.lastSend.Store(now)
-			last = now
 		}
 	}
-	next := min(recv+int64(s.idleTimeout), last+int64(s.pingInterval)) - now
 	c.mu.Lock()
 	if !c.done {
 		c.keepalive.Reset(time.Duration(next))
 	}
 	c.mu.Unlock()
+}
+
+// keepalive decides, at now, for a client that last received a frame at
+// recv, last sent one at sent and was last pinged (or a ping was tried) at
+// pinged, all on the server clock: whether to close it, as nothing came
+// for idle; whether to ping it; and in how long to look again. A ping goes
+// after interval with nothing either way, and also once nothing came for
+// idle - interval, since pushes alone never bring a pong: a client that
+// only receives would otherwise be closed while busy. Either way at most
+// one ping goes per interval, so a ping that cannot be written (the close
+// was sent, the socket broke) is not tried again at once.
+func keepalive(now, recv, sent, pinged, interval, idle int64) (closeIt, ping bool, next int64) {
+	if now-recv >= idle {
+		return true, false, 0
+	}
+	quiet := max(recv, sent, pinged)
+	ping = now-quiet >= interval || now-recv >= idle-interval && now-pinged >= interval
+	if ping {
+		quiet, pinged = now, now
+	}
+	next = min(recv+idle, quiet+interval, max(recv+idle-interval, pinged+interval)) - now
+	return false, ping, next
 }
 
 // finish releases the client once its socket ended or it broke the

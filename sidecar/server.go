@@ -342,6 +342,7 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 	now := s.now()
 	c.lastRecv.Store(now)
 	c.lastSend.Store(now)
+	c.lastPing.Store(now)
 	c.keepalive = time.AfterFunc(s.pingInterval, c.tick)
 	// The welcome is the first frame in the queue, and the writer starts
 	// only once the client is registered: a push made the moment the client

@@ -242,6 +242,117 @@ func TestKeepaliveNoPingWhileBusy(t *testing.T) {
 	}
 }
 
+// The keepalive rules, on a clock in ms with ping_interval 100 and
+// idle_timeout 300.
+func TestKeepaliveRules(t *testing.T) {
+	const interval, idle = 100, 300
+	for _, c := range []struct {
+		name                  string
+		now, recv, sent, ping int64
+		closeIt, pinged       bool
+		next                  int64
+	}{
+		{"quiet for an interval: ping", 100, 0, 0, 0, false, true, 100},
+		{"pinged, the pong not back yet", 150, 0, 100, 100, false, false, 50},
+		{"receiving only, pushes flowing", 150, 0, 145, 0, false, false, 50},
+		{"receiving only, nothing received for idle-interval: ping", 200, 0, 195, 0, false, true, 100},
+		{"receiving only, pinged lately: wait", 250, 0, 245, 200, false, false, 50},
+		{"a ping just tried and failed: not again at once", 100, 0, 0, 100, false, false, 100},
+		{"nothing received for idle: close", 300, 0, 290, 200, true, false, 0},
+	} {
+		closeIt, pinged, next := keepalive(c.now, c.recv, c.sent, c.ping, interval, idle)
+		if closeIt != c.closeIt || pinged != c.pinged || next != c.next {
+			t.Errorf("%s: close %v, ping %v, next %d; want %v, %v, %d", c.name, closeIt, pinged, next, c.closeIt, c.pinged, c.next)
+		}
+	}
+	// Whatever the state, the next look is later.
+	for now := int64(0); now < 400; now += 5 {
+		for recv := max(now-idle, 0); recv <= now; recv += 5 {
+			for sent := int64(0); sent <= now; sent += 5 {
+				for ping := int64(0); ping <= now; ping += 25 {
+					if closeIt, _, next := keepalive(now, recv, sent, ping, interval, idle); !closeIt && next <= 0 {
+						t.Fatalf("keepalive(%d, %d, %d, %d): next %d", now, recv, sent, ping, next)
+					}
+				}
+			}
+		}
+	}
+	// A client pushed to every push ms (0: never) that answers each ping
+	// in under an interval is never closed; one that never answers is
+	// closed at idle_timeout.
+	run := func(push, pong, until int64) (closedAt int64) {
+		var now, recv, sent, pinged int64
+		answer := int64(-1) // when the pong to the last ping comes
+		for now < until {
+			if push > 0 {
+				sent = max(sent, now-now%push)
+			}
+			if answer >= 0 && answer <= now {
+				recv, answer = max(recv, answer), -1
+			}
+			closeIt, ping, next := keepalive(now, recv, sent, pinged, interval, idle)
+			if closeIt {
+				return now
+			}
+			if ping {
+				pinged, sent = now, now
+				if pong >= 0 {
+					answer = now + pong
+				}
+			}
+			now += next
+		}
+		return -1
+	}
+	for _, push := range []int64{0, 10, 50, 99, 150} {
+		for _, pong := range []int64{0, 1, 50, 99} {
+			if at := run(push, pong, 10000); at >= 0 {
+				t.Errorf("pushed every %dms, answering pings in %dms: closed at %dms", push, pong, at)
+			}
+		}
+		if at := run(push, -1, 10000); at != idle {
+			t.Errorf("pushed every %dms, never answering: closed at %dms, want %d", push, at, idle)
+		}
+	}
+}
+
+// A client that only receives, pushed to more often than ping_interval,
+// is pinged in time anyway, answers, and stays past idle_timeout.
+func TestKeepaliveBusyClientStays(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.PingInterval = config.Duration(400 * time.Millisecond)
+		c.WebSocket.IdleTimeout = config.Duration(2 * time.Second)
+	})
+	c, id := ts.connect(t) // gorilla's ping handler answers
+	pings := make(chan struct{}, 100)
+	c.SetPingHandler(func(data string) error {
+		pings <- struct{}{}
+		return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	read := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				read <- err
+				return
+			}
+		}
+	}()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if status := ts.pushText(t, id, "x"); status != 204 {
+			t.Fatalf("push: %d (closed: %v)", status, <-read)
+		}
+	}
+	select {
+	case err := <-read:
+		t.Fatalf("closed although it answered every ping: %v", err)
+	default:
+	}
+	if len(pings) == 0 {
+		t.Fatal("never pinged")
+	}
+}
+
 func TestShutdownClosesWith1012AfterQueued(t *testing.T) {
 	ts := newTestServer(t, nil)
 	c, id := ts.connect(t)

@@ -8,9 +8,9 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"net/http"
 	"net/url"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -120,7 +120,7 @@ func TestWSConnWritesWithoutAllocating(t *testing.T) {
 	payload := bytes.Repeat([]byte("x"), 64)
 	deadline := time.Now().Add(time.Minute)
 	for name, write := range map[string]func() error{
-		"write":    func() error { return w.write(opText, payload, deadline) },
+		"write": func() error { return w.write(opText, payload, deadline) },
 		"flush": func() error { return w.flush(deadline) },
 	} {
 		var err error
