@@ -269,8 +269,9 @@ func TestFastPathShutdown(t *testing.T) {
 
 	batch := fmt.Sprintf("{\"id\":%q,\"text\":\"batched\"}\n", id)
 	other.send(t, "POST /ws/batch HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\n\r\n%s", len(batch), batch)
-	if status, _, body := other.answer(t); status != 200 || !strings.Contains(body, `"status":204`) {
-		t.Fatalf("batch handed to net/http at shutdown: %d %q", status, body)
+	// Answered, and, as on the fast path, with the connection's end.
+	if status, _, body, closing := other.answerClosing(t); status != 200 || !strings.Contains(body, `"status":204`) || !closing {
+		t.Fatalf("batch handed to net/http at shutdown: %d %q, closing %v", status, body, closing)
 	}
 	busy.send(t, "ond")
 	if status, _, _, closing := busy.answerClosing(t); status != 204 || !closing {

@@ -175,6 +175,10 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	deadline, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.D())
 	defer cancel()
 	s.stopping.Store(true)
+	// Answers end their connections from now on, on net/http's path as
+	// on the fast path (and idle ones close): a backend's next push goes
+	// on a new connection, to the next process.
+	pushSrv.SetKeepAlivesEnabled(false)
 	s.log.Info("shutting down", "clients", s.reg.len())
 	// Stop accepting: what is not accepted yet waits in the socket's
 	// backlog for the next process (systemd or `wsgate up` hold the
