@@ -347,7 +347,9 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 	c.lastRecv.Store(now)
 	c.lastSend.Store(now)
 	c.lastPing.Store(now)
+	c.mu.Lock() // tick takes c.mu before it uses the timer, however soon it fires
 	c.keepalive = time.AfterFunc(s.pingInterval, c.tick)
+	c.mu.Unlock()
 	// The welcome is the first frame in the queue, and the writer starts
 	// only once the client is registered: a push made the moment the client
 	// has read its welcome finds it, and no push can overtake the welcome.
