@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"mime"
+	"slices"
 	"net/http"
 	"strings"
 	"time"
@@ -82,8 +83,7 @@ func readPushBody(r *http.Request, kind int, max int64) ([]byte, *pushError) {
 	var body []byte
 	var err error
 	if r.ContentLength >= 0 {
-		body = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(r.Body, body)
+		body, err = readBody(r.Body, r.ContentLength, nil)
 	} else {
 		body, err = io.ReadAll(io.LimitReader(r.Body, max+1))
 		if err == nil && int64(len(body)) > max {
@@ -95,6 +95,35 @@ func readPushBody(r *http.Request, kind int, max int64) ([]byte, *pushError) {
 	}
 	if kind == websocket.TextMessage && !utf8.Valid(body) {
 		return nil, errNotUTF8
+	}
+	return body, nil
+}
+
+// bodyStep is the most memory a push body gets ahead of its bytes.
+const bodyStep = 64 << 10
+
+// readBody reads a body of n bytes, the first of which are have, from r,
+// into memory that grows as they arrive (doubling, from at most bodyStep):
+// a declared Content-Length costs memory only as its bytes come, so that
+// connections that declare push.max_body and send nothing hold little.
+func readBody(r io.Reader, n int64, have []byte) ([]byte, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	body := make([]byte, len(have), min(n, max(int64(len(have)), bodyStep)))
+	copy(body, have)
+	for int64(len(body)) < n {
+		if len(body) == cap(body) {
+			body = slices.Grow(body, int(min(n-int64(len(body)), int64(len(body)))))
+		}
+		m, err := r.Read(body[len(body):min(int64(cap(body)), n)])
+		body = body[:len(body)+m]
+		if err != nil && int64(len(body)) < n {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
 	return body, nil
 }

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -237,6 +241,61 @@ func TestClientMessageOverMaxIsClosed1009(t *testing.T) {
 // using the connection. Closing with unread data would reset the
 // connection, and with nginx.push_proxy = "stream" the reset reaches the
 // backend and can overtake the answer.
+// A push's declared length costs memory only as its bytes come: many
+// connections that declare push.max_body and then stall hold little, on
+// the fast path and on net/http's (here by an unusual Connection header).
+func TestStalledBodiesHoldLittle(t *testing.T) {
+	const conns, maxBody = 40, 8 << 20
+	ts := newTestServer(t, func(c *config.Config) { c.Push.MaxBody, c.WebSocket.SendQueueBytes = maxBody, maxBody })
+	_, id := ts.connect(t)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range conns {
+		p := ts.rawPush(t)
+		header := ""
+		if i%2 == 1 {
+			header = "Connection: te\r\n"
+		}
+		p.send(t, "POST /ws/%s HTTP/1.1\r\nHost: push\r\n%sContent-Length: %d\r\n\r\nthe start", id, header, maxBody)
+		eventually(t, "the sidecar reading it", func() bool { return unreadBySidecar(t, p) == 0 })
+	}
+	if n := metricValue(t, ts, "wsgate_push_handovers_total"); n != conns/2+1 { // and the /metrics one
+		t.Fatalf("%v connections handed to net/http, want %d", n, conns/2+1)
+	}
+	time.Sleep(100 * time.Millisecond) // for the handlers to be reading
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > conns*maxBody/16 {
+		t.Fatalf("%d stalled pushes declaring %d MiB each: the heap grew by %d MiB", conns, maxBody>>20, grown>>20)
+	}
+}
+
+// readBody reads exactly the declared length, from what was read already
+// and from the reader, whatever the size of its reads.
+func TestReadBody(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789"), 30000) // 300 kB: grows past bodyStep
+	for _, have := range []int{0, 5, bodyStep + 7} {
+		got, err := readBody(iotest.OneByteReader(bytes.NewReader(data[have:])), int64(len(data)), data[:have])
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("have %d: %d bytes, %v", have, len(got), err)
+		}
+		got, err = readBody(iotest.HalfReader(bytes.NewReader(data[have:])), int64(len(data)), data[:have])
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("have %d, half reads: %d bytes, %v", have, len(got), err)
+		}
+	}
+	if _, err := readBody(bytes.NewReader(data[:100]), int64(len(data)), nil); err != io.ErrUnexpectedEOF {
+		t.Fatalf("a short body: %v", err)
+	}
+	if got, err := readBody(bytes.NewReader(data), 10, nil); err != nil || string(got) != "0123456789" {
+		t.Fatalf("more than declared: %q %v", got, err)
+	}
+	if got, err := readBody(bytes.NewReader(nil), 0, nil); got != nil || err != nil {
+		t.Fatalf("empty: %q %v", got, err)
+	}
+}
+
 func TestRefusedBodyIsRead(t *testing.T) {
 	ts := newTestServer(t, func(c *config.Config) { c.Push.MaxBody, c.Push.MaxBatch = 1000, 2000 })
 	_, id := ts.connect(t)

@@ -2,7 +2,6 @@ package sidecar
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -273,19 +272,15 @@ func (l *pushListener) serve(c net.Conn) {
 		arrived := s.now()
 		n += start
 
-		var body []byte
-		if req.contentLength > 0 {
-			body = make([]byte, req.contentLength)
-		}
-		got := copy(body, buf[n:end])
-		start = n + got
-		var err *pushError
-		if got < len(body) {
+		start = n + int(min(int64(end-n), req.contentLength)) // after what is read of the body
+		if int64(start-n) < req.contentLength {
 			setRead(first.Add(t.read), t.read)
-			if _, rerr := io.ReadFull(c, body[got:]); rerr != nil {
-				err = &pushError{http.StatusBadRequest, "reading body: " + rerr.Error()}
-				req.close = true
-			}
+		}
+		var err *pushError
+		body, rerr := readBody(c, req.contentLength, buf[n:start])
+		if rerr != nil {
+			err = &pushError{http.StatusBadRequest, "reading body: " + rerr.Error()}
+			req.close = true
 		}
 		if err == nil {
 			err = s.fastPush(&req, body, arrived)
