@@ -117,7 +117,7 @@ func (c *client) push(f frame) enqueueResult {
 	// socket did not take, first, and whatever was queued meanwhile.
 	c.writing = true
 	c.mu.Unlock()
-	ok, partial := c.ws.tryWrite(byte(f.kind), f.data)
+	rest, ok := c.ws.tryWrite(byte(f.kind), f.data)
 	if ok {
 		c.sent(f) // once its first bytes went, as for any write
 	}
@@ -125,8 +125,8 @@ func (c *client) push(f frame) enqueueResult {
 	switch {
 	case !ok:
 		c.requeueLocked(f)
-	case partial: // the wsConn holds the rest; the writer flushes it
-		c.requeueLocked(frame{kind: kindRest})
+	case rest != nil: // the wsConn holds it, the writer flushes it; queued bytes count it
+		c.requeueLocked(frame{kind: kindRest, data: rest})
 	case len(c.queue) == 0:
 		c.writing = false
 		c.mu.Unlock()
@@ -138,7 +138,8 @@ func (c *client) push(f frame) enqueueResult {
 }
 
 // kindRest is a frame.kind: the rest of a frame that push began to write,
-// which the wsConn holds, to be flushed.
+// which the wsConn holds, to be flushed; data is that rest, for the count
+// of queued bytes only.
 const kindRest = 0x100
 
 // requeueLocked puts f in front of the queue.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -99,13 +98,15 @@ func readPushBody(r *http.Request, kind int, max int64) ([]byte, *pushError) {
 	return body, nil
 }
 
-// bodyStep is the most memory a push body gets ahead of its bytes.
+// bodyStep is the memory a push body gets first, beyond what was read with
+// its header.
 const bodyStep = 64 << 10
 
 // readBody reads a body of n bytes, the first of which are have, from r,
-// into memory that grows as they arrive (doubling, from at most bodyStep):
-// a declared Content-Length costs memory only as its bytes come, so that
-// connections that declare push.max_body and send nothing hold little.
+// into memory that grows as they arrive (from at most bodyStep, doubling
+// when full, never past n): a declared Content-Length costs memory only as
+// its bytes come, so that connections that declare push.max_body and send
+// nothing hold little. The body returned has a capacity of exactly n.
 func readBody(r io.Reader, n int64, have []byte) ([]byte, error) {
 	if n == 0 {
 		return nil, nil
@@ -114,7 +115,9 @@ func readBody(r io.Reader, n int64, have []byte) ([]byte, error) {
 	copy(body, have)
 	for int64(len(body)) < n {
 		if len(body) == cap(body) {
-			body = slices.Grow(body, int(min(n-int64(len(body)), int64(len(body)))))
+			grown := make([]byte, len(body), min(n, 2*int64(cap(body))))
+			copy(grown, body)
+			body = grown
 		}
 		m, err := r.Read(body[len(body):min(int64(cap(body)), n)])
 		body = body[:len(body)+m]

@@ -277,8 +277,8 @@ func TestReadBody(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789"), 30000) // 300 kB: grows past bodyStep
 	for _, have := range []int{0, 5, bodyStep + 7} {
 		got, err := readBody(iotest.OneByteReader(bytes.NewReader(data[have:])), int64(len(data)), data[:have])
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("have %d: %d bytes, %v", have, len(got), err)
+		if err != nil || !bytes.Equal(got, data) || cap(got) != len(data) {
+			t.Fatalf("have %d: %d bytes (capacity %d), %v", have, len(got), cap(got), err)
 		}
 		got, err = readBody(iotest.HalfReader(bytes.NewReader(data[have:])), int64(len(data)), data[:have])
 		if err != nil || !bytes.Equal(got, data) {

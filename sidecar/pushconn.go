@@ -119,6 +119,7 @@ func (l *pushListener) acceptLoop() {
 func (l *pushListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.handoff:
+		l.s.metrics.handovers.Inc() // before net/http serves it, and so before any answer on it
 		return c, nil
 	case <-l.failed:
 		return nil, l.acceptErr
@@ -307,7 +308,6 @@ func (l *pushListener) serve(c net.Conn) {
 func (l *pushListener) handOver(c net.Conn, read []byte) {
 	select {
 	case l.handoff <- &prefixConn{Conn: c, pending: read}:
-		l.s.metrics.handovers.Inc()
 	case <-l.closed:
 		c.Close()
 		l.forget(c)

@@ -98,18 +98,19 @@ func (w *wsConn) send(wop *rawOp, closing bool, deadline time.Time, bufs ...[]by
 // tryWrite writes a data frame only as far as the socket takes it at once,
 // never waiting. ok is false when nothing went: another write was under
 // way, the socket was full, or the connection is closing or broken; the
-// caller leaves the frame to its writer, which finds out which. partial is
-// true when the socket took only part of it: the wsConn keeps the rest,
-// which the next write of any kind sends first (flush, for the writer).
-func (w *wsConn) tryWrite(op byte, payload []byte) (ok, partial bool) {
+// caller leaves the frame to its writer, which finds out which. rest is
+// what the socket did not take, if any: the wsConn keeps it, and the next
+// write of any kind sends it first (flush, for the writer); the caller
+// gets it to count it as queued.
+func (w *wsConn) tryWrite(op byte, payload []byte) (rest []byte, ok bool) {
 	select {
 	case w.lock <- struct{}{}:
 	default:
-		return false, false
+		return nil, false
 	}
 	defer func() { <-w.lock }()
 	if w.err != nil || w.closeSent || w.held != nil || w.rest != nil {
-		return false, false
+		return nil, false
 	}
 	if !w.deadline.IsZero() { // an expired deadline would fail the write
 		w.conn.SetWriteDeadline(time.Time{})
@@ -121,13 +122,13 @@ func (w *wsConn) tryWrite(op byte, payload []byte) (ok, partial bool) {
 	wop.head, size = frameHeader(op, len(payload)) // in the pooled op: no allocation
 	wop.bufs = append(wop.bufs, wop.head[:size], payload)
 	if err := w.raw.Write(wop.try); err != nil || wop.errno != 0 || wop.n <= 0 {
-		return false, false
+		return nil, false
 	}
 	if wop.n == size+len(payload) {
-		return true, false
+		return nil, true
 	}
 	w.rest = frameRest(wop.head[:size], payload, wop.n)
-	return true, true
+	return w.rest, true
 }
 
 // frameRest is what is left to send of the frame head+payload after its

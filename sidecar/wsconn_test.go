@@ -162,6 +162,26 @@ func TestControlFrameAfterPartFrame(t *testing.T) {
 	}
 }
 
+// The rest of a frame the socket took only in part counts as queued bytes
+// until it is written: a client that does not read holds at most
+// send_queue_bytes, not that much more.
+func TestPartFrameCountsAsQueued(t *testing.T) {
+	ts := newTestServer(t, nil)
+	server, peer := unixPair(t)
+	defer peer.Close() // and never read
+	raw := rawConnOf(t, server)
+	c := &client{id: "partial", srv: ts.Server, ws: newWSConn(server, raw, nil), raw: raw}
+	payload := bytes.Repeat([]byte("a"), int(ts.queueBytes))
+	if r := c.push(frame{kind: websocket.BinaryMessage, data: payload}); r != queued {
+		t.Fatalf("first push: %v", r)
+	}
+	if r := c.push(frame{kind: websocket.BinaryMessage, data: payload}); r != full {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		t.Fatalf("a second push of send_queue_bytes while most of the first is unsent: %v (%d bytes queued), want full", r, c.bytes)
+	}
+}
+
 // What is left of a partly written frame never shares memory with its
 // header, which is in a pooled rawOp: an empty push whose header went only
 // in part once came back as a slice of it, and a later write rewrote it.
