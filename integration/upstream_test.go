@@ -224,21 +224,28 @@ func TestUpstreamFailuresThroughNginx(t *testing.T) {
 }
 
 // auth.URL: nginx's auth_request refuses a handshake without the cookie
-// (401 from the auth backend) and lets it through with it.
+// (401 from the auth backend) and lets it through with it; the subrequest
+// goes to auth.url's path, "/" when it has none.
 func TestAuthRequestThroughNginx(t *testing.T) {
+	for path, want := range map[string]string{"/auth": "/auth", "": "/"} {
+		t.Run("path="+want, func(t *testing.T) { testAuthRequest(t, path, want) })
+	}
+}
+
+func testAuthRequest(t *testing.T, path, wantPath string) {
 	auth := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 		if e.Header.Get("Cookie") != "session=ok" {
 			w.WriteHeader(http.StatusUnauthorized)
 		}
 	})
-	authURL := strings.TrimSuffix(auth.URL, "/events") + "/auth"
+	authURL := strings.TrimSuffix(auth.URL, "/events") + path
 	g := startUp(t, 2, "127.0.0.1", fmt.Sprintf("[auth]\nurl = %q\n", authURL))
 
 	if _, _, status, _ := dialHeader(t, g.clientWS, nil); status != 401 {
 		t.Fatalf("without the cookie: %d, want 401", status)
 	}
 	e := auth.Next(t)
-	if e.Header.Get("X-Test-Path") != "/auth" || e.Header.Get("X-Original-Uri") != "/ws" || len(e.Body) != 0 {
+	if e.Header.Get("X-Test-Path") != wantPath || e.Header.Get("X-Original-Uri") != "/ws" || len(e.Body) != 0 {
 		t.Fatalf("auth subrequest: %v %q", e.Header, e.Body)
 	}
 	c, welcome, status, _ := dialHeader(t, g.clientWS, http.Header{"Cookie": {"session=ok"}})

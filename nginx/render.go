@@ -1,6 +1,7 @@
 package nginx
 
 import (
+	"net/url"
 	"embed"
 	"errors"
 	"fmt"
@@ -73,10 +74,7 @@ func newView(c *config.Config) (*view, error) {
 		return nil, err
 	}
 	if c.Auth.URL != "" {
-		v.Auth = c.Auth.URL
-		if strings.HasPrefix(v.Auth, "unix:") {
-			v.Auth = "http://" + v.Auth // nginx's own form: http://unix:/path.sock:/uri
-		}
+		v.Auth = authPass(c.Auth.URL)
 	}
 	for i := 1; i <= c.Instances; i++ {
 		p := push{ID: i, Socket: c.PushSocket(i)}
@@ -91,6 +89,24 @@ func newView(c *config.Config) (*view, error) {
 		v.Push = append(v.Push, p)
 	}
 	return v, nil
+}
+
+// authPass is auth.url as proxy_pass takes it, always with a URI ("/" when
+// it has none): without one, nginx would send the auth subrequest's own
+// URI, the internal location's name. A unix socket is nginx's own form,
+// http://unix:/path.sock:/uri.
+func authPass(s string) string {
+	if rest, ok := strings.CutPrefix(s, "unix:"); ok {
+		if !strings.Contains(rest, ":") {
+			rest += ":/"
+		}
+		return "http://unix:" + rest
+	}
+	if u, err := url.Parse(s); err == nil && u.Path == "" {
+		u.Path = "/"
+		return u.String()
+	}
+	return s
 }
 
 // HTTP renders the http{}-level snippet: the Upgrade map and the wsgate_ws

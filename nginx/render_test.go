@@ -262,6 +262,11 @@ func TestAuthRequest(t *testing.T) {
 		"http://127.0.0.1:9000/auth":      "http://127.0.0.1:9000/auth",
 		"https://app.example/auth?x=1":    "https://app.example/auth?x=1",
 		"unix:/run/app/app.sock:/session": "http://unix:/run/app/app.sock:/session",
+		// Without a path, "/": nginx would otherwise send the
+		// subrequest's own URI, /_wsgate_auth.
+		"http://127.0.0.1:9000":   "http://127.0.0.1:9000/",
+		"https://app.example?x=1": "https://app.example/?x=1",
+		"unix:/run/app/app.sock":  "http://unix:/run/app/app.sock:/",
 	} {
 		c := config.Default()
 		c.Auth.URL = url
