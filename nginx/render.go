@@ -1,11 +1,11 @@
 package nginx
 
 import (
-	"net/url"
 	"embed"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
