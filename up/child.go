@@ -37,7 +37,8 @@ type child struct {
 	stopCh   chan struct{} // closed by stop: cuts a restart backoff short
 }
 
-// start runs the child and supervises it in the background.
+// start runs the child and supervises it in the background. A child that
+// could not start counts as exited, so that stop returns at once.
 func (c *child) start() error {
 	c.exited = make(chan struct{})
 	c.stopCh = make(chan struct{})
@@ -45,6 +46,8 @@ func (c *child) start() error {
 	cmd, err := c.spawnLocked()
 	c.mu.Unlock()
 	if err != nil {
+		c.exitErr = err
+		close(c.exited)
 		return err
 	}
 	go c.supervise(cmd)

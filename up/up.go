@@ -63,12 +63,14 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 		return err
 	}
 	// nginx workers may run as another user (www-data when up runs as
-	// root): they must be able to reach the sockets.
+	// root): they must be able to reach the sockets. Permissions are only
+	// added, never taken: runtime_dir may be a shared directory such as
+	// /tmp (1777).
 	for _, d := range []string{o.StateDir, c.RuntimeDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
-		if err := os.Chmod(d, 0o755); err != nil {
+		if err := openToOthers(d); err != nil {
 			return err
 		}
 	}
@@ -140,9 +142,9 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 		// keep-alive and upgraded connections.
 		stopSignal: syscall.SIGTERM,
 	}
-	for _, s := range sidecars {
+	for i, s := range sidecars {
 		if err := s.start(); err != nil {
-			stopAll(sidecars, c.ShutdownTimeout.D())
+			stopAll(sidecars[:i], c.ShutdownTimeout.D()) // the ones started
 			return err
 		}
 	}
@@ -181,6 +183,20 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 	ngx.stop(10 * time.Second)
 	log.Info("stopped")
 	return runErr
+}
+
+// openToOthers adds read and search permission for group and others to the
+// directory d, keeping every other bit (sticky, setgid, write).
+func openToOthers(d string) error {
+	fi, err := os.Stat(d)
+	if err != nil {
+		return err
+	}
+	mode := fi.Mode() & (os.ModePerm | os.ModeSticky | os.ModeSetgid | os.ModeSetuid)
+	if mode&0o055 == 0o055 {
+		return nil
+	}
+	return os.Chmod(d, mode|0o055)
 }
 
 // stopAll stops every sidecar at once, each bounded by its shutdown timeout
