@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
@@ -36,11 +38,18 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int6
 		writeError(w, &pushError{http.StatusRequestEntityTooLarge, "batch exceeds push.max_batch"})
 		return
 	}
-	sc := bufio.NewScanner(http.MaxBytesReader(w, r.Body, s.maxBatch))
+	body := &errReader{r: http.MaxBytesReader(w, r.Body, s.maxBatch)}
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 0, 4096), int(s.maxBatch))
+	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+		if atEOF && len(data) > 0 && bytes.IndexByte(data, '\n') < 0 && body.err != io.EOF {
+			return len(data), nil, nil // cut off by max_batch: not a line
+		}
+		return bufio.ScanLines(data, atEOF)
+	})
 	var out bytes.Buffer
 	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
+		line := bytes.Trim(sc.Bytes(), jsonSpace)
 		if len(line) == 0 {
 			continue
 		}
@@ -70,6 +79,25 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int6
 	w.Write(out.Bytes())
 }
 
+// jsonSpace is JSON's whitespace (RFC 8259 §2) but LF, which ends lines:
+// what a blank line may hold. Other spaces, U+00A0 say, make a line that
+// is not blank, and gets its result.
+const jsonSpace = " \t\r"
+
+// errReader remembers the error that ended its reads.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
 // batchLine delivers one line of a batch; nil means queued.
 func (s *Server) batchLine(line []byte, arrived int64) *pushError {
 	// encoding/json would silently replace invalid UTF-8 with U+FFFD.
@@ -88,6 +116,11 @@ func (s *Server) batchLine(line []byte, arrived int64) *pushError {
 	}
 	f := frame{kind: websocket.BinaryMessage, data: l.Binary, at: arrived}
 	if l.Text != nil {
+		// encoding/json turns an escaped lone surrogate (\ud800) into
+		// U+FFFD: more of those than the line wrote is an alteration.
+		if n := strings.Count(*l.Text, "\uFFFD"); n > 0 && n > bytes.Count(line, []byte("\uFFFD"))+countFold(line, `\ufffd`) {
+			return &pushError{http.StatusBadRequest, "\"text\" has a lone UTF-16 surrogate escape, which is not a character"}
+		}
 		f = frame{kind: websocket.TextMessage, data: []byte(*l.Text), at: arrived}
 	}
 	if int64(len(f.data)) > s.maxBody {
@@ -98,4 +131,15 @@ func (s *Server) batchLine(line []byte, arrived int64) *pushError {
 		return errNoClient
 	}
 	return s.deliver(c, f)
+}
+
+// countFold counts the ASCII sub's in b, case-insensitively.
+func countFold(b []byte, sub string) int {
+	n := 0
+	for i := 0; i+len(sub) <= len(b); i++ {
+		if bytes.EqualFold(b[i:i+len(sub)], []byte(sub)) {
+			n++
+		}
+	}
+	return n
 }

@@ -100,7 +100,8 @@ func TestBatchLimits(t *testing.T) {
 		t.Fatalf("GET batch: %d, want 405", s)
 	}
 	// Chunked, no Content-Length: the lines within the bound are delivered
-	// and the last result says where reading stopped.
+	// and the last result says where reading stopped; the line cut off by
+	// the bound gets no result of its own.
 	req, _ := http.NewRequest("POST", "http://push/ws/batch", struct{ io.Reader }{strings.NewReader(strings.Repeat(line, 20))})
 	resp, err := ts.http.Do(req)
 	if err != nil {
@@ -109,9 +110,40 @@ func TestBatchLimits(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	results := strings.Split(strings.TrimSpace(string(body)), "\n")
-	if resp.StatusCode != 200 || len(results) < 2 || len(results) > 20 ||
-		!strings.HasPrefix(results[0], `{"status":204}`) || !strings.Contains(results[len(results)-1], `"status":413`) {
-		t.Fatalf("chunked batch over max_batch: %d\n%s", resp.StatusCode, body)
+	whole := 1000 / len(line)
+	if resp.StatusCode != 200 || len(results) != whole+1 || !strings.Contains(results[whole], `"status":413`) {
+		t.Fatalf("chunked batch over max_batch (%d whole lines in it): %d\n%s", whole, resp.StatusCode, body)
+	}
+	for i, r := range results[:whole] {
+		if r != `{"status":204}` {
+			t.Fatalf("line %d: %s", i, r)
+		}
+	}
+}
+
+// A line is blank only with JSON's own whitespace in it; one of other
+// spaces is not JSON and gets its 400, so that results stay in step with
+// lines. A lone surrogate escape, which encoding/json would turn into
+// U+FFFD, is refused rather than altered; U+FFFD itself is delivered.
+func TestBatchLineEdges(t *testing.T) {
+	ts := newTestServer(t, nil)
+	c, id := ts.connect(t)
+	msg := func(text string) string { return fmt.Sprintf(`{"id":%q,"text":"%s"}`, id, text) + "\n" }
+	body := " \t\r\n" + "\u00a0\n" + "\u3000\n" + "\v\n" + msg(`a\ud800b`) + msg(`c\udc00\ud800d`) + msg("\ufffd") + msg(`\uFFFD`) + msg(`\ud83d\ude00`)
+	status, res := ts.batch(t, body)
+	want := []int{400, 400, 400, 400, 400, 204, 204, 204}
+	if status != 200 || len(res) != len(want) {
+		t.Fatalf("%d, %d results: %+v", status, len(res), res)
+	}
+	for i, r := range res {
+		if r.Status != want[i] {
+			t.Errorf("line %d: %+v, want %d", i, r, want[i])
+		}
+	}
+	for _, want := range []string{"\ufffd", "\ufffd", "\U0001F600"} {
+		if _, got := wstest.ReadMessage(t, c); string(got) != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
 	}
 }
 
