@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,6 +65,37 @@ func TestBindUnixRefusesLiveSocketAndOtherFiles(t *testing.T) {
 	defer l.Close()
 	if _, err := BindUnix(live); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("bound over a live socket: %v", err)
+	}
+	// Nor over one whose backlog is full (a sidecar restarting under
+	// load), which a connection attempt finds busy, not refused.
+	full := filepath.Join(dir, "full.sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: full}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 1); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 { // until the backlog is full
+		c, err := net.Dial("unix", full)
+		if err != nil {
+			break
+		}
+		defer c.Close()
+	}
+	before, _ := os.Stat(full)
+	if l, err := BindUnix(full); err == nil || !strings.Contains(err.Error(), "in use") {
+		if l != nil {
+			l.Close()
+		}
+		t.Errorf("bound over a live socket with a full backlog: %v", err)
+	}
+	if after, err := os.Stat(full); err != nil || !os.SameFile(before, after) {
+		t.Errorf("the live socket's file was replaced: %v", err)
 	}
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, []byte("keep me"), 0o644)
