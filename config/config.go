@@ -252,8 +252,8 @@ func (c *Config) validate(e *fieldErrors) {
 			e.add("listen", "%q: port %d is one of the push ports %d..%d", l, p, c.Push.PortBase, c.Push.PortBase+c.Instances-1)
 		}
 	}
-	if c.ShutdownTimeout <= 0 {
-		e.add("shutdown_timeout", "must be positive")
+	if c.ShutdownTimeout <= 0 || c.ShutdownTimeout.D() > time.Hour {
+		e.add("shutdown_timeout", "%s is out of range (0s, 1h]", c.ShutdownTimeout.D())
 	}
 
 	if len(c.Push.Listen) == 0 {
@@ -269,7 +269,7 @@ func (c *Config) validate(e *fieldErrors) {
 			seenPush[h] = true
 		}
 	}
-	if c.Push.PortBase < 1 || c.Push.PortBase+c.Instances-1 > 65535 {
+	if c.Push.PortBase < 1 || c.Push.PortBase > 65535 || c.Push.PortBase+c.Instances-1 > 65535 {
 		e.add("push.port_base", "%d: ports %d..%d must lie in 1..65535", c.Push.PortBase, c.Push.PortBase, c.Push.PortBase+c.Instances-1)
 	}
 	for _, h := range c.Push.Advertise {
@@ -291,9 +291,11 @@ func (c *Config) validate(e *fieldErrors) {
 	}
 	if w.IdleTimeout <= w.PingInterval {
 		e.add("websocket.idle_timeout", "%s must be longer than websocket.ping_interval (%s) so that a pong can arrive", w.IdleTimeout.D(), w.PingInterval.D())
+	} else if w.IdleTimeout.D() > 24*time.Hour {
+		e.add("websocket.idle_timeout", "%s is over 24h", w.IdleTimeout.D())
 	}
-	if w.WriteTimeout <= 0 {
-		e.add("websocket.write_timeout", "must be positive")
+	if w.WriteTimeout <= 0 || w.WriteTimeout.D() > time.Hour {
+		e.add("websocket.write_timeout", "%s is out of range (0s, 1h]", w.WriteTimeout.D())
 	}
 	if w.MaxMessage < 1 || w.MaxMessage > 1<<30 {
 		e.add("websocket.max_message", "%d is out of range 1..1GiB", w.MaxMessage)
