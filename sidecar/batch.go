@@ -23,11 +23,12 @@ type batchLine struct {
 }
 
 // serveBatch carries out POST <location>/batch: newline-delimited JSON, one
-// message per line, answered 200 with one JSON result per non-empty line,
+// message per line, answered 200 with one JSON result per non-blank line,
 // in order: {"status":204} or {"status":4xx/503,"error":...}. Lines are
 // delivered as they are read, so a client named on several lines gets them
 // in order. The body is bounded by push.max_batch, each message by
-// push.max_body.
+// push.max_body, and the answer, held until the end, by twice
+// push.max_batch.
 func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int64) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
@@ -48,10 +49,15 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int6
 		return bufio.ScanLines(data, atEOF)
 	})
 	var out bytes.Buffer
+	full := false // the answer reached its bound
 	for sc.Scan() {
 		line := bytes.Trim(sc.Bytes(), jsonSpace)
 		if len(line) == 0 {
 			continue
+		}
+		if int64(out.Len()) >= 2*s.maxBatch {
+			full = true
+			break
 		}
 		err := s.batchLine(line, arrived)
 		if err == nil {
@@ -66,7 +72,11 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int6
 		}{err.status, err.reason})
 		out.Write(append(b, '\n'))
 	}
-	if err := sc.Err(); err != nil {
+	if full {
+		// Many short bad lines, each with an error result longer than
+		// itself: the answer, held in memory, stops at twice max_batch.
+		out.WriteString(`{"status":413,"error":"the answer exceeds twice push.max_batch; the lines after this were not delivered"}` + "\n")
+	} else if err := sc.Err(); err != nil {
 		status, reason := http.StatusBadRequest, "reading batch: "+err.Error()
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) || errors.Is(err, bufio.ErrTooLong) {

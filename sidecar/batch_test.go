@@ -121,6 +121,25 @@ func TestBatchLimits(t *testing.T) {
 	}
 }
 
+// The answer is bounded too: a batch of many short bad lines, each with a
+// longer error result, is answered up to twice max_batch and a last 413,
+// its rest read and not delivered, and its connection serves on.
+func TestBatchAnswerIsBounded(t *testing.T) {
+	const maxBatch = 1 << 20
+	ts := newTestServer(t, func(c *config.Config) { c.Push.MaxBatch = maxBatch })
+	c, id := ts.connect(t)
+	in := strings.Repeat("x\n", maxBatch/2-100) + fmt.Sprintf(`{"id":%q,"text":"late"}`, id)
+	status, out := ts.do(t, "POST", "/ws/batch", "", "", []byte(in))
+	results := strings.Split(strings.TrimSpace(out), "\n")
+	if status != 200 || len(out) > 2*maxBatch+1000 || !strings.Contains(results[len(results)-1], `"status":413`) {
+		t.Fatalf("%d: %d bytes of answer to %d, ending %s", status, len(out), len(in), results[len(results)-1])
+	}
+	ts.pushText(t, id, "after")
+	if _, msg := wstest.ReadMessage(t, c); string(msg) != "after" {
+		t.Fatalf("got %q: the line after the bound was delivered", msg)
+	}
+}
+
 // A line is blank only with JSON's own whitespace in it; one of other
 // spaces is not JSON and gets its 400, so that results stay in step with
 // lines. A lone surrogate escape, which encoding/json would turn into
