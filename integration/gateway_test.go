@@ -219,11 +219,7 @@ func TestIPv6(t *testing.T) {
 func TestKeepaliveThroughNginx(t *testing.T) {
 	g := startUp(t, 1, "127.0.0.1", "[websocket]\nping_interval = \"100ms\"\nidle_timeout = \"500ms\"\n")
 	alive, _ := mustDial(t, g.clientWS, "")
-	pings := make(chan struct{}, 1000)
-	alive.SetPingHandler(func(data string) error {
-		pings <- struct{}{}
-		return alive.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-	})
+	pings := wstest.AnswerPings(alive)
 	aliveErr := make(chan error, 1)
 	go func() {
 		_, _, err := alive.ReadMessage()

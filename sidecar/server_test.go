@@ -169,11 +169,7 @@ func TestKeepalive(t *testing.T) {
 	})
 	// A client that answers pings (gorilla's default ping handler) stays.
 	alive, _ := ts.dial(t, nil)
-	pings := make(chan struct{}, 100)
-	alive.SetPingHandler(func(data string) error {
-		pings <- struct{}{}
-		return alive.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-	})
+	pings := wstest.AnswerPings(alive)
 	aliveErr := make(chan error, 1)
 	go func() {
 		_, _, err := alive.ReadMessage()
@@ -323,12 +319,8 @@ func TestKeepaliveBusyClientStays(t *testing.T) {
 		c.WebSocket.PingInterval = config.Duration(400 * time.Millisecond)
 		c.WebSocket.IdleTimeout = config.Duration(2 * time.Second)
 	})
-	c, id := ts.connect(t) // gorilla's ping handler answers
-	pings := make(chan struct{}, 100)
-	c.SetPingHandler(func(data string) error {
-		pings <- struct{}{}
-		return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-	})
+	c, id := ts.connect(t)
+	pings := wstest.AnswerPings(c)
 	read := make(chan error, 1)
 	go func() {
 		for {

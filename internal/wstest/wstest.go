@@ -53,6 +53,21 @@ func MustCloseCode(t testing.TB, c *websocket.Conn) int {
 	return code
 }
 
+// AnswerPings makes c answer each ping with a pong, as gorilla's own
+// handler does, and report it on the channel returned (what it does not
+// hold, 1000 unread, is not reported). Pings are handled while c is read.
+func AnswerPings(c *websocket.Conn) <-chan struct{} {
+	pings := make(chan struct{}, 1000)
+	c.SetPingHandler(func(data string) error {
+		select {
+		case pings <- struct{}{}:
+		default:
+		}
+		return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	return pings
+}
+
 // Output collects what is written to it from any goroutine (a process's
 // output, a logger's) for the test to read while it runs.
 type Output struct {

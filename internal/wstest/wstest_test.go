@@ -63,3 +63,39 @@ func TestOutput(t *testing.T) {
 		t.Fatalf("%d lines in %q", n, o.String())
 	}
 }
+
+// AnswerPings answers a ping with its pong and reports it.
+func TestAnswerPings(t *testing.T) {
+	pong := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetPongHandler(func(data string) error { pong <- data; return nil })
+		c.WriteControl(websocket.PingMessage, []byte("p1"), time.Now().Add(time.Second))
+		c.ReadMessage() // handles the pong, until the client goes
+	}))
+	defer srv.Close()
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pings := AnswerPings(c)
+	go c.ReadMessage()
+	select {
+	case <-pings:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ping reported")
+	}
+	select {
+	case got := <-pong:
+		if got != "p1" {
+			t.Fatalf("pong %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no pong")
+	}
+}
