@@ -189,8 +189,8 @@ func run(o options) (Result, error) {
 		}()
 	}
 	wg.Wait()
-	r.HandshakesPerS = float64(o.clients) / time.Since(start).Seconds()
 	r.HandshakeFails = int(fails.Load())
+	r.HandshakesPerS = float64(o.clients-r.HandshakeFails) / time.Since(start).Seconds()
 	r.HandshakeCPU, r.HandshakeCPUSplit = cpu(o.rootPID).perOp(cpuBefore, o.clients-r.HandshakeFails)
 	live := subs[:0]
 	for _, s := range subs {
@@ -249,8 +249,7 @@ func run(o options) (Result, error) {
 	start = time.Now()
 	pushMany(o, subs, hc, o.pushes, func(int64) time.Time { return time.Now() }, &errs)
 	want := int64(o.pushes) - errs.Load()
-	waitDelivered(&delivered, want)
-	elapsed := time.Since(start)
+	elapsed := waitDelivered(&delivered, want).Sub(start)
 	r.PushesPerS = float64(delivered.Load()) / elapsed.Seconds()
 	r.Lost = int(want - delivered.Load())
 	r.PushErrors = int(errs.Load())
@@ -321,7 +320,13 @@ func percentiles(lat []int64) (p50, p99, maxMs float64) {
 	if n == 0 {
 		return 0, 0, 0
 	}
-	return float64(lat[n/2]) / 1e6, float64(lat[n*99/100]) / 1e6, float64(lat[n-1]) / 1e6
+	return float64(lat[rank(n, 50)]) / 1e6, float64(lat[rank(n, 99)]) / 1e6, float64(lat[n-1]) / 1e6
+}
+
+// rank is the index of the p-th percentile of n sorted values, by nearest
+// rank: the smallest value with at least p% of them at or below it.
+func rank(n, p int) int {
+	return max((p*n+99)/100-1, 0)
 }
 
 // runBatch sends o.pushes messages in batches of o.batch lines, each batch to
@@ -368,19 +373,27 @@ func runBatch(o options, subs []*sub, hc *http.Client, delivered *atomic.Int64) 
 	}
 	wg.Wait()
 	want := before + msgs.Load()
-	waitDelivered(delivered, want)
-	return float64(delivered.Load()-before) / time.Since(start).Seconds(), int(want - delivered.Load())
+	last := waitDelivered(delivered, want)
+	return float64(delivered.Load()-before) / last.Sub(start).Seconds(), int(want - delivered.Load())
 }
 
+// quietWait is how long waitDelivered waits for a message that may be lost.
+var quietWait = 5 * time.Second
+
 // waitDelivered waits until want messages arrived, or until none arrive for
-// 5 seconds.
-func waitDelivered(delivered *atomic.Int64, want int64) {
+// quietWait, and returns when the last of them arrived (to the
+// millisecond): a rate over that time does not count the wait for a
+// message that was lost.
+func waitDelivered(delivered *atomic.Int64, want int64) time.Time {
 	last, lastChange := delivered.Load(), time.Now()
-	for delivered.Load() < want && time.Since(lastChange) < 5*time.Second {
-		time.Sleep(time.Millisecond)
+	for {
 		if n := delivered.Load(); n != last {
 			last, lastChange = n, time.Now()
 		}
+		if last >= want || time.Since(lastChange) >= quietWait {
+			return lastChange
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

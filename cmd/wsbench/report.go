@@ -63,7 +63,7 @@ func (b *Result) merge(r *Result) {
 	b.HandshakesPerS = max(b.HandshakesPerS, r.HandshakesPerS)
 	b.PushesPerS = max(b.PushesPerS, r.PushesPerS)
 	b.BatchMsgsPerS = max(b.BatchMsgsPerS, r.BatchMsgsPerS)
-	if r.BytesPerConn < b.BytesPerConn {
+	if minKnown(b.BytesPerConn, r.BytesPerConn) != b.BytesPerConn {
 		b.BytesPerConn, b.BytesPerConnSplit = r.BytesPerConn, r.BytesPerConnSplit
 	}
 	if minKnown(b.HandshakeCPU, r.HandshakeCPU) != b.HandshakeCPU {
@@ -75,7 +75,7 @@ func (b *Result) merge(r *Result) {
 	if minKnown(b.BatchCPU, r.BatchCPU) != b.BatchCPU {
 		b.BatchCPU, b.BatchCPUSplit = r.BatchCPU, r.BatchCPUSplit
 	}
-	b.P50ms, b.P99ms, b.MaxMs = min(b.P50ms, r.P50ms), min(b.P99ms, r.P99ms), min(b.MaxMs, r.MaxMs)
+	b.P50ms, b.P99ms, b.MaxMs = minKnown(b.P50ms, r.P50ms), minKnown(b.P99ms, r.P99ms), minKnown(b.MaxMs, r.MaxMs)
 	b.Lost, b.PushErrors, b.HandshakeFails = max(b.Lost, r.Lost), max(b.PushErrors, r.PushErrors), max(b.HandshakeFails, r.HandshakeFails)
 	b.BatchLost = max(b.BatchLost, r.BatchLost)
 	b.Rate = max(b.Rate, r.Rate)
@@ -89,11 +89,11 @@ func table(w io.Writer, label string, g, n *Result) {
 	fmt.Fprintf(w, "%-32s %12s %12s %8s  %s\n", "figure", "wsgate", "nchan", "ratio", "target")
 	row := func(name string, gv, nv float64, higherBetter bool, factor float64) {
 		ratio, verdict := "-", "-"
-		if nv > 0 {
+		if nv > 0 && gv > 0 { // 0: not measured, or nothing delivered
 			q := gv / nv
 			ratio = fmt.Sprintf("%.2f", q)
 		}
-		if nv > 0 && factor > 0 {
+		if nv > 0 && factor > 0 && (gv > 0 || higherBetter) {
 			q := gv / nv
 			ok := q >= factor
 			want := fmt.Sprintf(">= %.1fx", factor)
@@ -141,10 +141,14 @@ func table(w io.Writer, label string, g, n *Result) {
 		g.Lost, g.RateLost, g.BatchLost, n.Lost, n.RateLost, g.PushErrors, n.PushErrors, g.HandshakeFails, n.HandshakeFails)
 }
 
-// minKnown is the smaller of two figures where 0 means not measured.
+// minKnown is the smaller of two figures where 0 or less means not
+// measured (nothing delivered, a memory reading below its baseline).
 func minKnown(a, b float64) float64 {
-	if a == 0 || b == 0 {
-		return max(a, b)
+	switch {
+	case a <= 0:
+		return b
+	case b <= 0:
+		return a
 	}
 	return min(a, b)
 }
