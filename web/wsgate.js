@@ -66,6 +66,23 @@ export function reconnectDelay(code, attempt, options = defaults, random = Math.
  * ArrayBuffer for a binary push), "close" (detail {code, reason, delay}:
  * delay is ms until the next attempt, or null when it stops).
  */
+/**
+ * closeReason cuts a close reason to the 123 bytes of UTF-8 a close frame
+ * holds (RFC 6455 §5.5), between characters: WebSocket.close throws on a
+ * longer one.
+ */
+export function closeReason(s) {
+  const enc = new TextEncoder();
+  let out = "";
+  let n = 0;
+  for (const ch of String(s)) {
+    n += enc.encode(ch).length;
+    if (n > 123) break;
+    out += ch;
+  }
+  return out;
+}
+
 export class WSGate extends EventTarget {
   /**
    * url is a ws:// or wss:// URL, or a path such as "/ws" taken relative to
@@ -103,8 +120,11 @@ export class WSGate extends EventTarget {
     ws.binaryType = "arraybuffer";
     this.socket = ws;
     let welcomed = false;
-    ws.onopen = () => this._emit("open");
+    ws.onopen = () => {
+      if (this.socket === ws) this._emit("open");
+    };
     ws.onmessage = (e) => {
+      if (this.socket !== ws) return; // closed by close(): its last frames are not ours
       if (!welcomed) {
         welcomed = true;
         try {
@@ -127,6 +147,7 @@ export class WSGate extends EventTarget {
       const delay = reconnectDelay(e.code, this._attempt, this.options);
       this._attempt++;
       this._emit("close", { code: e.code, reason: e.reason, delay });
+      if (this.socket || this.state === "closed") return; // a listener called connect() or close()
       if (delay === null) {
         this._setState("closed");
         return;
@@ -142,10 +163,11 @@ export class WSGate extends EventTarget {
     this.socket.send(data);
   }
 
-  /** close closes the connection with 1000 and stops reconnecting. */
+  /** close closes the connection with 1000 and stops reconnecting; reason is cut to 123 bytes. */
   close(reason = "") {
     clearTimeout(this._timer);
     this._timer = null;
+    reason = closeReason(reason);
     const ws = this.socket;
     this.socket = null;
     if (ws) ws.close(NORMAL, reason);

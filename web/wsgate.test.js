@@ -1,7 +1,7 @@
 // Unit tests of wsgate.js, run by `node --test` (web_test.go runs them in go test).
 import test from "node:test";
 import assert from "node:assert/strict";
-import { parseWelcome, reconnectDelay, defaults } from "./wsgate.js";
+import { parseWelcome, reconnectDelay, defaults, closeReason, WSGate } from "./wsgate.js";
 
 const id = "q1ZfG3LmN0pS8tUvW-xY_z";
 
@@ -55,4 +55,78 @@ test("jitter spreads each delay over [d/2, d]", () => {
     const d = reconnectDelay(1001, 3, o);
     assert.ok(d >= 4000 && d <= 8000, `${d}`);
   }
+});
+
+test("a close reason is cut to 123 bytes of UTF-8, between characters", () => {
+  assert.equal(closeReason("bye"), "bye");
+  assert.equal(closeReason("x".repeat(200)), "x".repeat(123));
+  const cut = closeReason("é".repeat(100)); // 2 bytes each
+  assert.equal(cut, "é".repeat(61));
+  assert.equal(closeReason("😀".repeat(40)), "😀".repeat(30)); // 4 bytes each
+});
+
+// FakeWS is the little of the browser's WebSocket the client uses: close()
+// throws on a reason over 123 bytes, and the test plays the server.
+class FakeWS {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.closedWith = null;
+    FakeWS.all.push(this);
+  }
+  close(code, reason = "") {
+    if (new TextEncoder().encode(reason).length > 123) throw new SyntaxError("reason too long");
+    this.closedWith = code;
+  }
+  send() {}
+  open() {
+    this.onopen?.({});
+  }
+  msg(data) {
+    this.onmessage?.({ data });
+  }
+  closed(code) {
+    this.onclose?.({ code, reason: "" });
+  }
+}
+
+function connected() {
+  globalThis.WebSocket = FakeWS;
+  FakeWS.all = [];
+  const gw = new WSGate("ws://h/ws");
+  const ws = FakeWS.all[0];
+  ws.open();
+  ws.msg(`http://${id}@127.0.0.1:48775/ws`);
+  return { gw, ws };
+}
+
+test("close() from a close listener stops the reconnecting", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const { gw, ws } = connected();
+  gw.addEventListener("close", () => gw.close(), { once: true }); // giving up
+  ws.closed(1006);
+  t.mock.timers.tick(120000);
+  assert.equal(gw.state, "closed");
+  assert.equal(FakeWS.all.length, 1, "connected again after close()");
+});
+
+test("connect() from a close listener connects once, at once", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const { gw, ws } = connected();
+  gw.addEventListener("close", () => gw.connect(), { once: true });
+  ws.closed(1006);
+  assert.equal(gw.state, "connecting");
+  t.mock.timers.tick(120000);
+  assert.equal(FakeWS.all.length, 2, "a second connection from the reconnect timer");
+});
+
+test("close() with a long reason closes, and nothing comes after", () => {
+  const { gw, ws } = connected();
+  let got = 0;
+  gw.addEventListener("message", () => got++);
+  gw.close("x".repeat(200));
+  assert.equal(ws.closedWith, 1000);
+  ws.msg("sent before the close arrived");
+  assert.equal(got, 0);
+  assert.equal(gw.state, "closed");
 });
