@@ -40,6 +40,9 @@ does not answer within -timeout is reported down and the exit status is 1.
 		fs.Usage()
 		return errors.New("usage: wsgate status [-config FILE] [-json]")
 	}
+	if *timeout <= 0 || *interval < 0 {
+		return errors.New("wsgate status: -timeout must be positive (a dead instance would hang the query), -interval not negative")
+	}
 	c, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
