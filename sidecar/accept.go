@@ -104,13 +104,13 @@ func (s *Server) handshake(conn net.Conn) *client {
 	}
 	if err != nil {
 		status := http.StatusBadRequest
-		if limited.N == 0 {
+		if limited.N == 0 { // a request line or header over the limit, which ReadRequest may see as EOF
 			status = http.StatusRequestHeaderFieldsTooLarge
 		}
 		if errors.Is(err, errProxyHeader) {
 			s.warnNoProxyHeader(err)
 		}
-		if !errors.Is(err, io.EOF) { // not a connection closed before a request
+		if limited.N == 0 || !errors.Is(err, io.EOF) { // not a connection closed before a request
 			s.metrics.handshakeRejects.WithLabelValues("bad_handshake").Inc()
 			w := &handshakeResponse{conn: &corkedConn{Conn: conn}, header: http.Header{}}
 			http.Error(w, "wsgate: "+strings.ToLower(http.StatusText(status)), status)

@@ -227,9 +227,10 @@ func (s *Server) lookup(id string) *client {
 		case <-done.(chan struct{}):
 		case <-time.After(s.writeTimeout):
 		}
-		return s.reg.get(id)
 	}
-	return nil
+	// Again: a handshake registers its client before it forgets its
+	// entry, and may have done both since the first look.
+	return s.reg.get(id)
 }
 
 // deliver queues f for c, applying slow_client when c's queue is full.

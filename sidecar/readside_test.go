@@ -173,6 +173,7 @@ func TestBadHandshakes(t *testing.T) {
 	}{
 		{"garbage", "HELLO\r\n\r\n", 400},
 		{"headers over 16 KiB", upgradeRequest + "X-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", 431},
+		{"request line over 16 KiB", "GET /ws?" + strings.Repeat("a", 20<<10) + " HTTP/1.1\r\nHost: x\r\n\r\n", 431},
 		{"body", upgradeRequest + "Content-Length: 2\r\n\r\nhi", 400},
 		{"no key", "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", 400},
 		{"POST", strings.Replace(upgradeRequest, "GET", "POST", 1) + "\r\n", 405},
