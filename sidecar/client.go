@@ -31,6 +31,10 @@ type frame struct {
 	kind int    // websocket.TextMessage, BinaryMessage or CloseMessage
 	data []byte // payload; for CloseMessage the formatted close payload
 	at   int64  // arrival on the server clock, for the latency histogram
+	// free is set on the welcome and connect's greeting, queued before the
+	// client is registered: they do not count against send_queue and
+	// send_queue_bytes, which bound what pushes may queue.
+	free bool
 }
 
 // welcomeFrame marks the welcome in frame.at: not a push, not counted.
@@ -86,8 +90,8 @@ type client struct {
 
 	mu        sync.Mutex // guards the fields below
 	queue     []frame    // frames not yet taken by the writer
-	pending   int        // frames queued or being written
-	bytes     int64      // payload bytes queued or being written
+	pending   int        // frames queued or being written, but free ones
+	bytes     int64      // their payload bytes
 	writing   bool       // a writer goroutine owns the write side
 	closing   bool       // a close is queued or sent, or the reader ended: no more pushes
 	closeSent bool
@@ -199,9 +203,12 @@ func (c *client) writeLoop() {
 
 		var err error
 		var bytes int64
-		lost := 0
+		counted, lost := 0, 0
 		for _, f := range batch {
-			bytes += int64(len(f.data))
+			if !f.free {
+				counted++
+				bytes += int64(len(f.data))
+			}
 			if err == nil {
 				if err = c.write(f); err == nil {
 					continue
@@ -213,7 +220,7 @@ func (c *client) writeLoop() {
 		clear(batch)
 
 		c.mu.Lock()
-		c.pending -= len(batch)
+		c.pending -= counted
 		c.bytes -= bytes
 		if err != nil {
 			c.closing = true

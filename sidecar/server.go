@@ -353,11 +353,14 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 	// The welcome is the first frame in the queue, and the writer starts
 	// only once the client is registered: a push made the moment the client
 	// has read its welcome finds it, and no push can overtake the welcome.
+	// Neither counts against the send queue's limits: the backend may push
+	// as soon as it has the connect event, and its push must fit.
 	welcome := s.welcome.frame(c.id)
-	c.queue, c.pending, c.bytes, c.writing = []frame{{kind: websocket.TextMessage, data: welcome, at: welcomeFrame}}, 1, int64(len(welcome)), true
+	c.queue, c.writing = []frame{{kind: websocket.TextMessage, data: welcome, at: welcomeFrame, free: true}}, true
 	s.metrics.queued.Inc()
 	if greeting != nil { // connect's reply body, right behind the welcome
-		c.queue, c.pending, c.bytes = append(c.queue, *greeting), 2, c.bytes+int64(len(greeting.data))
+		greeting.free = true
+		c.queue = append(c.queue, *greeting)
 		s.metrics.queued.Inc()
 	}
 	s.reg.add(c)

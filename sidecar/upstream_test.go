@@ -644,3 +644,62 @@ func TestUpstreamHandshakeFailsAfterConnect(t *testing.T) {
 		})
 	}
 }
+
+// A push the backend makes as soon as it has the connect event, as
+// UPSTREAM.md allows, fits the smallest queue: the welcome and greeting
+// queued ahead of it do not count against send_queue or send_queue_bytes
+// (it got 503, and with slow_client = "close" the client got 1008 instead
+// of its welcome).
+func TestPushAtConnectFitsTheQueue(t *testing.T) {
+	for name, c := range map[string]struct {
+		body   []byte
+		mutate func(*config.Config)
+	}{
+		"send_queue = 1": {[]byte("first"), func(c *config.Config) { c.WebSocket.SendQueue = 1 }},
+		"send_queue_bytes = max_body": {bytes.Repeat([]byte("x"), 1<<20), func(c *config.Config) {
+			c.Push.MaxBody, c.WebSocket.SendQueueBytes = 1<<20, 1<<20
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var pusher atomic.Pointer[http.Client]
+			statuses := make(chan int, 1)
+			greeting := bytes.Repeat([]byte("g"), 1<<20)
+			b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+				if e.Kind() == "connect" {
+					// More than the socket holds: its writer is still at
+					// it when the push comes, as the test reads no more
+					// until it has the push's answer.
+					w.Header().Set("Content-Type", "text/plain")
+					w.Write(greeting)
+					id := e.Header.Get("Wsgate-Id")
+					go func() { // while the handshake is still under way
+						resp, err := pusher.Load().Post("http://push/ws/"+id, "application/octet-stream", bytes.NewReader(c.body))
+						if err != nil {
+							statuses <- 0
+							return
+						}
+						resp.Body.Close()
+						statuses <- resp.StatusCode
+					}()
+					return
+				}
+				w.WriteHeader(http.StatusNoContent)
+			})
+			ts := newTestServer(t, func(cfg *config.Config) {
+				cfg.Upstream.URL = b.URL
+				cfg.Upstream.Events = []string{"connect"}
+				c.mutate(cfg)
+			})
+			pusher.Store(ts.http)
+			ws, _ := ts.dial(t, nil) // read its welcome
+			if status := <-statuses; status != 204 {
+				t.Fatalf("the push at connect: %d, want 204", status)
+			}
+			for _, want := range [][]byte{greeting, c.body} {
+				if _, msg := wstest.ReadMessage(t, ws); !bytes.Equal(msg, want) {
+					t.Fatalf("got %d bytes, want %d", len(msg), len(want))
+				}
+			}
+		})
+	}
+}
