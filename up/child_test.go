@@ -40,7 +40,7 @@ func TestStopAfterFailedStart(t *testing.T) {
 
 // The state and runtime directories get read and search permission for
 // everyone, and keep whatever else they had: a shared /tmp stays 1777.
-func xTestOpenToOthers(t *testing.T) {
+func TestOpenToOthers(t *testing.T) {
 	for _, c := range []struct{ before, after os.FileMode }{
 		{0o700, 0o755},
 		{0o777 | os.ModeSticky, 0o777 | os.ModeSticky},

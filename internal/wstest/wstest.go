@@ -6,6 +6,7 @@ package wstest
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -63,7 +64,11 @@ func AnswerPings(c *websocket.Conn) <-chan struct{} {
 		case pings <- struct{}{}:
 		default:
 		}
-		return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		err := c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if ne, ok := err.(net.Error); err == websocket.ErrCloseSent || ok && ne.Timeout() {
+			return nil // as gorilla's handler: the reader goes on
+		}
+		return err
 	})
 	return pings
 }
