@@ -127,9 +127,14 @@ func (s *Server) batchLine(line []byte, arrived int64) *pushError {
 	f := frame{kind: websocket.BinaryMessage, data: l.Binary, at: arrived}
 	if l.Text != nil {
 		// encoding/json turns an escaped lone surrogate (\ud800) into
-		// U+FFFD: more of those than the line wrote is an alteration.
-		if n := strings.Count(*l.Text, "\uFFFD"); n > 0 && n > bytes.Count(line, []byte("\uFFFD"))+countFold(line, `\ufffd`) {
-			return &pushError{http.StatusBadRequest, "\"text\" has a lone UTF-16 surrogate escape, which is not a character"}
+		// U+FFFD: that would alter the message.
+		if strings.Contains(*l.Text, "\uFFFD") {
+			var raw struct {
+				Text json.RawMessage `json:"text"`
+			}
+			if json.Unmarshal(line, &raw) == nil && loneSurrogate(raw.Text) {
+				return &pushError{http.StatusBadRequest, "\"text\" has a lone UTF-16 surrogate escape, which is not a character"}
+			}
 		}
 		f = frame{kind: websocket.TextMessage, data: []byte(*l.Text), at: arrived}
 	}
@@ -143,13 +148,41 @@ func (s *Server) batchLine(line []byte, arrived int64) *pushError {
 	return s.deliver(c, f)
 }
 
-// countFold counts the ASCII sub's in b, case-insensitively.
-func countFold(b []byte, sub string) int {
-	n := 0
-	for i := 0; i+len(sub) <= len(b); i++ {
-		if bytes.EqualFold(b[i:i+len(sub)], []byte(sub)) {
-			n++
+// loneSurrogate reports whether the JSON string raw has a \u escape of a
+// UTF-16 surrogate that is not half of a pair.
+func loneSurrogate(raw []byte) bool {
+	hex4 := func(i int) (rune, bool) { // the 4 hex digits at raw[i:]
+		if i+4 > len(raw) {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(raw[i:i+4]), 16, 16)
+		return rune(v), err == nil
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++ // the escaped byte: a \\ is not the start of another escape
+		if i >= len(raw) || raw[i] != 'u' {
+			continue
+		}
+		r, ok := hex4(i + 1)
+		if !ok {
+			return false // not valid JSON, which Unmarshal refused already
+		}
+		i += 4
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF: // a low half alone
+			return true
+		case r >= 0xD800 && r <= 0xDBFF: // a high half: a low one must follow
+			if i+2 < len(raw) && raw[i+1] == '\\' && raw[i+2] == 'u' {
+				if r2, ok := hex4(i + 3); ok && r2 >= 0xDC00 && r2 <= 0xDFFF {
+					i += 6
+					continue
+				}
+			}
+			return true
 		}
 	}
-	return n
+	return false
 }

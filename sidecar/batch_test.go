@@ -148,9 +148,11 @@ func TestBatchLineEdges(t *testing.T) {
 	ts := newTestServer(t, nil)
 	c, id := ts.connect(t)
 	msg := func(text string) string { return fmt.Sprintf(`{"id":%q,"text":"%s"}`, id, text) + "\n" }
-	body := " \t\r\n" + "\u00a0\n" + "\u3000\n" + "\v\n" + msg(`a\ud800b`) + msg(`c\udc00\ud800d`) + msg("\ufffd") + msg(`\uFFFD`) + msg(`\ud83d\ude00`)
+	body := " \t\r\n" + "\u00a0\n" + "\u3000\n" + "\v\n" + msg(`a\ud800b`) + msg(`c\udc00\ud800d`) +
+		fmt.Sprintf(`{"id":%q,"note":"\ufffd","text":"a\ud800b"}`, id) + "\n" + msg(`\\ufffd\ud800`) +
+		msg("\ufffd") + msg(`\uFFFD`) + msg(`\ud83d\ude00`) + msg(`\\ud800`)
 	status, res := ts.batch(t, body)
-	want := []int{400, 400, 400, 400, 400, 204, 204, 204}
+	want := []int{400, 400, 400, 400, 400, 400, 400, 204, 204, 204, 204}
 	if status != 200 || len(res) != len(want) {
 		t.Fatalf("%d, %d results: %+v", status, len(res), res)
 	}
@@ -159,7 +161,7 @@ func TestBatchLineEdges(t *testing.T) {
 			t.Errorf("line %d: %+v, want %d", i, r, want[i])
 		}
 	}
-	for _, want := range []string{"\ufffd", "\ufffd", "\U0001F600"} {
+	for _, want := range []string{"\ufffd", "\ufffd", "\U0001F600", `\ud800`} {
 		if _, got := wstest.ReadMessage(t, c); string(got) != want {
 			t.Fatalf("got %q, want %q", got, want)
 		}
@@ -180,6 +182,26 @@ func TestBatchOrder(t *testing.T) {
 	for i := 0; i < 500; i++ {
 		if _, msg := wstest.ReadMessage(t, c); string(msg) != fmt.Sprint(i) {
 			t.Fatalf("message %d: %q", i, msg)
+		}
+	}
+}
+
+func TestLoneSurrogate(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`"abc"`:                false,
+		`"\ud83d\ude00"`:       false, // a pair
+		`"\uD83D\uDE00"`:       false,
+		`"\ud800"`:             true,
+		`"\udc00"`:             true,
+		`"\ud800x"`:            true,
+		`"\ud800\u0041"`:       true,
+		`"\ud800\ud800\udc00"`: true,
+		`"\\ud800"`:            false, // an escaped backslash, then text
+		`"\\\ud800"`:           true,
+		`"\ufffd"`:             false,
+	} {
+		if got := loneSurrogate([]byte(raw)); got != want {
+			t.Errorf("%s: %v, want %v", raw, got, want)
 		}
 	}
 }
