@@ -90,7 +90,7 @@ type client struct {
 
 	mu        sync.Mutex // guards the fields below
 	queue     []frame    // frames not yet taken by the writer
-	pending   int        // frames queued or being written, but free ones
+	pending   int        // frames queued or being written, free ones excepted
 	bytes     int64      // their payload bytes
 	writing   bool       // a writer goroutine owns the write side
 	closing   bool       // a close is queued or sent, or the reader ended: no more pushes
