@@ -197,20 +197,14 @@ func (l *pushListener) serve(c net.Conn) {
 	s, t := l.s, l.s.pushTimeouts
 	accepted := time.Now()
 	var (
-		buf           = make([]byte, maxFastHeader)
-		start, end    int // buf[start:end] is read and not yet used
-		readDeadline  time.Time
-		writeDeadline time.Time
-		out           []byte
-		afterPost     bool // the last request was a POST
-		served        bool // a request was answered
+		buf        = make([]byte, maxFastHeader)
+		start, end int // buf[start:end] is read and not yet used
+		readDL     = lazyDeadline{set: c.SetReadDeadline}
+		writeDL    = lazyDeadline{set: c.SetWriteDeadline}
+		out        []byte
+		afterPost  bool // the last request was a POST
+		served     bool // a request was answered
 	)
-	setRead := func(d time.Time, timeout time.Duration) {
-		if d.Before(readDeadline) || d.Sub(readDeadline) > min(deadlineSlack, timeout/16) {
-			c.SetReadDeadline(d)
-			readDeadline = d
-		}
-	}
 	closeConn := func(linger bool) {
 		if linger {
 			if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
@@ -253,11 +247,11 @@ func (l *pushListener) serve(c net.Conn) {
 			}
 			switch {
 			case !first.IsZero():
-				setRead(first.Add(t.header), t.header)
+				readDL.move(first.Add(t.header), t.header)
 			case !served:
-				setRead(accepted.Add(t.header), t.header)
+				readDL.move(accepted.Add(t.header), t.header)
 			default:
-				setRead(time.Now().Add(t.idle), t.idle)
+				readDL.move(time.Now().Add(t.idle), t.idle)
 			}
 			m, err := c.Read(buf[end:])
 			end += m
@@ -275,7 +269,7 @@ func (l *pushListener) serve(c net.Conn) {
 
 		start = n + int(min(int64(end-n), req.contentLength)) // after what is read of the body
 		if int64(start-n) < req.contentLength {
-			setRead(first.Add(t.read), t.read)
+			readDL.move(first.Add(t.read), t.read)
 		}
 		var err *pushError
 		body, rerr := readBody(c, req.contentLength, buf[n:start])
@@ -289,16 +283,27 @@ func (l *pushListener) serve(c net.Conn) {
 		s.pushed(req.id, err)
 		closing := req.close || s.stopping.Load()
 		out = appendAnswer(out[:0], err, closing)
-		if d := time.Now().Add(t.write); d.Sub(writeDeadline) > min(deadlineSlack, t.write/16) {
-			c.SetWriteDeadline(d)
-			writeDeadline = d
-		}
+		writeDL.move(time.Now().Add(t.write), t.write)
 		if _, werr := c.Write(out); werr != nil || closing {
 			closeConn(werr == nil && (start < end || s.stopping.Load()))
 			return
 		}
 		served, afterPost = true, req.method == http.MethodPost
 		l.setState(c, connState{})
+	}
+}
+
+// lazyDeadline is a socket deadline that is set only when it must move:
+// earlier, or later by more than min(deadlineSlack, timeout/16).
+type lazyDeadline struct {
+	at  time.Time
+	set func(time.Time) error
+}
+
+func (d *lazyDeadline) move(to time.Time, timeout time.Duration) {
+	if to.Before(d.at) || to.Sub(d.at) > min(deadlineSlack, timeout/16) {
+		d.set(to)
+		d.at = to
 	}
 }
 
