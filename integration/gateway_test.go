@@ -241,6 +241,38 @@ func TestKeepaliveThroughNginx(t *testing.T) {
 	}
 }
 
+// A client that only receives, pushed to more often than ping_interval
+// through nginx, is pinged anyway, answers through nginx, and stays past
+// idle_timeout.
+func TestKeepaliveBusyClientThroughNginx(t *testing.T) {
+	g := startUp(t, 1, "127.0.0.1", "[websocket]\nping_interval = \"300ms\"\nidle_timeout = \"1500ms\"\n")
+	c, welcome := mustDial(t, g.clientWS, "")
+	pings := wstest.AnswerPings(c)
+	read := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				read <- err
+				return
+			}
+		}
+	}()
+	hc := httpClient("")
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if status, body := post(t, hc, firstURL(welcome), "", []byte("x")); status != 204 {
+			t.Fatalf("push: %d %s", status, body)
+		}
+	}
+	select {
+	case err := <-read:
+		t.Fatalf("closed although it answered every ping: %v", err)
+	default:
+	}
+	if len(pings) == 0 {
+		t.Fatal("never pinged while pushes flowed")
+	}
+}
+
 // kill -9 of a sidecar under up: it is restarted on the same sockets, and no
 // client that connects meanwhile is refused.
 func TestSidecarCrashRefusesNoClient(t *testing.T) {
