@@ -276,6 +276,13 @@ wait "$PID_first" || fail "the first client failed"
 grep -qx 'message hello from systemd' "$WORK/first.out" || fail "the push did not reach the client"
 ok "204, and the client received 'hello from systemd'"
 
+step "metrics of wsgate@$inst under the unit's sandbox"
+metrics=$(inside curl -sS --unix-socket "/run/wsgate/push-$inst.sock" http://localhost/metrics) || fail "GET /metrics on push-$inst.sock failed"
+for m in 'wsgate_pushes_total{code="204"} 1' process_start_time_seconds process_open_fds; do
+	grep -q "^$m" <<<"$metrics" || fail "/metrics has no '$m' (the sandbox hides what it needs?)"
+done
+ok "/metrics has the delivered push and the process metrics"
+
 # --- restart without refusing ---------------------------------------------
 step "restart: clients connecting in a loop during systemctl restart wsgate@1 (x3)"
 bg hold1 wsclient client -unix /run/wsgate/ws-1.sock -want-close 1012 -timeout 60s
