@@ -3,8 +3,11 @@
 GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 # Tests build binaries with `go` and look for nginx in /usr/sbin.
 export PATH := $(dir $(GO)):$(PATH):/usr/sbin
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+# safe.directory: under `sudo make install` git refuses a checkout that root
+# does not own, and the binary would say "dev".
+GIT      := git -c safe.directory=$(CURDIR)
+VERSION  ?= $(shell $(GIT) describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell $(GIT) rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/wsgate
 

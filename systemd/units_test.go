@@ -233,8 +233,15 @@ func install(t *testing.T, before func(root string), vars ...string) string {
 		t.Fatal(err)
 	}
 	args := append([]string{"-C", repo, "install", "DESTDIR=" + root, "BIN=" + filepath.Join(t.TempDir(), "wsgate")}, vars...)
+	runMake(t, args...)
+	return root
+}
+
+// runMake runs make, not as part of the jobserver of a `make test` this
+// runs under, and returns its output.
+func runMake(t *testing.T, args ...string) string {
+	t.Helper()
 	cmd := exec.Command("make", args...)
-	// Not the jobserver of a `make test` this runs under.
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, "MAKEFLAGS=") || strings.HasPrefix(kv, "MFLAGS=") || strings.HasPrefix(kv, "MAKELEVEL=")
 	})
@@ -242,7 +249,43 @@ func install(t *testing.T, before func(root string), vars ...string) string {
 	if err != nil {
 		t.Fatalf("make %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return root
+	return string(out)
+}
+
+// TestSudoBuildStampsVersion: under `sudo make install` root builds in a
+// checkout another user owns, which git refuses unless told it is safe; the
+// binary must still name its commit rather than "dev".
+func TestSudoBuildStampsVersion(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to build in a checkout another user owns")
+	}
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := exec.Command("git", "-c", "safe.directory=*", "-C", repo, "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skip("not a git checkout")
+	}
+	clone := filepath.Join(t.TempDir(), "wsgate")
+	run := func(name string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	run("git", "-c", "safe.directory=*", "clone", "-q", repo, clone)
+	run("cp", filepath.Join(repo, "Makefile"), clone) // the Makefile under test, committed or not
+	run("chown", "-R", "65534:65534", clone)
+	bin := filepath.Join(t.TempDir(), "wsgate")
+	runMake(t, "-C", clone, "build", "BIN="+bin)
+	out, err := exec.Command(bin, "version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("wsgate version: %v\n%s", err, out)
+	}
+	if want := "commit " + strings.TrimSpace(string(head)); !strings.Contains(string(out), want) || strings.HasPrefix(string(out), "wsgate dev ") {
+		t.Errorf("wsgate version built by root in another user's checkout says %q; want a version from git and %q", out, want)
+	}
 }
 
 func needAnalyze(t *testing.T) {
