@@ -43,7 +43,10 @@ func FuzzPushRequest(f *testing.F) {
 		if kind != websocket.TextMessage && kind != websocket.BinaryMessage {
 			t.Fatalf("kind %d", kind)
 		}
-		body, perr := readPushBody(r, kind, max)
+		body, perr := readPushBody(r, max)
+		if perr == nil {
+			_, perr = pushFrame(kind, body, 0)
+		}
 		if perr != nil {
 			if perr.status != http.StatusBadRequest && perr.status != http.StatusRequestEntityTooLarge {
 				t.Fatalf("status %d", perr.status)

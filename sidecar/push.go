@@ -74,8 +74,8 @@ func pushKind(contentType string) int {
 }
 
 // readPushBody reads the whole body, refusing one over max before reading
-// more than max+1 bytes; a text body must be valid UTF-8.
-func readPushBody(r *http.Request, kind int, max int64) ([]byte, *pushError) {
+// more than max+1 bytes.
+func readPushBody(r *http.Request, max int64) ([]byte, *pushError) {
 	if r.ContentLength > max {
 		return nil, errTooLarge
 	}
@@ -92,10 +92,16 @@ func readPushBody(r *http.Request, kind int, max int64) ([]byte, *pushError) {
 	if err != nil {
 		return nil, &pushError{http.StatusBadRequest, "reading body: " + err.Error()}
 	}
-	if kind == websocket.TextMessage && !utf8.Valid(body) {
-		return nil, errNotUTF8
-	}
 	return body, nil
+}
+
+// pushFrame is the frame of a pushed body of that kind; text must be valid
+// UTF-8.
+func pushFrame(kind int, body []byte, arrived int64) (frame, *pushError) {
+	if kind == websocket.TextMessage && !utf8.Valid(body) {
+		return frame{}, errNotUTF8
+	}
+	return frame{kind: kind, data: body, at: arrived}, nil
 }
 
 // bodyStep is the memory a push body gets first, beyond what was read with
@@ -173,12 +179,15 @@ func (s *Server) push(r *http.Request, id string, arrived int64) *pushError {
 	if c == nil {
 		return err
 	}
-	kind := pushKind(r.Header.Get("Content-Type"))
-	body, err := readPushBody(r, kind, s.maxBody)
+	body, err := readPushBody(r, s.maxBody)
 	if err != nil {
 		return err
 	}
-	return s.deliver(c, frame{kind: kind, data: body, at: arrived})
+	f, err := pushFrame(pushKind(r.Header.Get("Content-Type")), body, arrived)
+	if err != nil {
+		return err
+	}
+	return s.deliver(c, f)
 }
 
 // target finds the client a POST or a DELETE to id is for; a DELETE it

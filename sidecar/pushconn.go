@@ -7,9 +7,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
-
-	"github.com/gorilla/websocket"
 )
 
 // Push connections. Each is served first by the fast path, on the
@@ -348,11 +345,11 @@ func (s *Server) fastPush(req *fastPush, body []byte, arrived int64) *pushError 
 	if c == nil {
 		return err
 	}
-	kind := pushKind(req.contentType)
-	if kind == websocket.TextMessage && !utf8.Valid(body) {
-		return errNotUTF8
+	f, err := pushFrame(pushKind(req.contentType), body, arrived)
+	if err != nil {
+		return err
 	}
-	return s.deliver(c, frame{kind: kind, data: body, at: arrived})
+	return s.deliver(c, f)
 }
 
 // appendAnswer appends to b the answer to a push: 204, or err's status
