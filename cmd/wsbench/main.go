@@ -242,6 +242,15 @@ func run(o options) (Result, error) {
 			}
 		}()
 	}
+	// takeLatencies returns the percentiles of the latencies so far and
+	// starts afresh.
+	takeLatencies := func() (p50, p99, maxMs float64) {
+		latMu.Lock()
+		defer latMu.Unlock()
+		p50, p99, maxMs = percentiles(lat)
+		lat = lat[:0]
+		return p50, p99, maxMs
+	}
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.pushers, MaxConnsPerHost: o.pushers}, Timeout: 30 * time.Second}
 	var errs atomic.Int64
@@ -254,10 +263,7 @@ func run(o options) (Result, error) {
 	r.Lost = int(want - delivered.Load())
 	r.PushErrors = int(errs.Load())
 	r.PushCPU, r.PushCPUSplit = cpu(o.rootPID).perOp(cpuBefore, int(delivered.Load()))
-	latMu.Lock()
-	r.P50ms, r.P99ms, r.MaxMs = percentiles(lat)
-	lat = lat[:0]
-	latMu.Unlock()
+	r.P50ms, r.P99ms, r.MaxMs = takeLatencies()
 	progress("%s: %.0f pushes/s, p99 %.2fms, lost %d, server CPU %.0f µs each %s", o.target, r.PushesPerS, r.P99ms, r.Lost, r.PushCPU, fmtSplit(r.PushCPUSplit))
 
 	if o.rate > 0 {
@@ -271,10 +277,7 @@ func run(o options) (Result, error) {
 		waitDelivered(&delivered, before+want)
 		r.Rate, r.RateLost = o.rate, int(before+want-delivered.Load())
 		r.PushErrors = int(errs.Load())
-		latMu.Lock()
-		r.RateP50ms, r.RateP99ms, r.RateMaxMs = percentiles(lat)
-		lat = lat[:0]
-		latMu.Unlock()
+		r.RateP50ms, r.RateP99ms, r.RateMaxMs = takeLatencies()
 		progress("%s: at %d pushes/s p50 %.2fms, p99 %.2fms, lost %d", o.target, o.rate, r.RateP50ms, r.RateP99ms, r.RateLost)
 	}
 
