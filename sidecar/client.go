@@ -72,6 +72,7 @@ type client struct {
 	lastRecv atomic.Int64
 	lastSend atomic.Int64
 	lastPing atomic.Int64 // a ping was last tried, by tick
+	welcomed atomic.Bool  // the welcome was written: keepalive may write now
 	in, out  atomic.Int64 // messages, for the close log line
 
 	// Set before the client is registered; stopped by finish.
@@ -88,14 +89,15 @@ type client struct {
 
 	outbox outbox // messages and disconnect for the upstream
 
-	mu        sync.Mutex // guards the fields below
-	queue     []frame    // frames not yet taken by the writer
-	pending   int        // frames queued or being written, free ones excepted
-	bytes     int64      // their payload bytes
-	writing   bool       // a writer goroutine owns the write side
-	closing   bool       // a close is queued or sent, or the reader ended: no more pushes
-	closeSent bool
-	closeCode int         // the code we sent, if closeSent
+	mu        sync.Mutex  // guards the fields below
+	queue     []frame     // frames not yet taken by the writer
+	pending   int         // frames queued or being written, free ones excepted
+	bytes     int64       // their payload bytes
+	writing   bool        // a writer goroutine owns the write side
+	closing   bool        // a close is queued or sent, or the reader ended: no more pushes
+	closeSent bool        // a close frame is being written, or was (once only)
+	closeLost bool        // its write failed: the client never gets it
+	closeCode int         // the code we sent, if closeSent and not closeLost
 	closeText string      // and its reason
 	grace     *time.Timer // cuts the connection closeGrace after closeSent
 	done      bool
@@ -263,6 +265,7 @@ func (c *client) sent(f frame) {
 	now := c.srv.now()
 	c.lastSend.Store(now)
 	if f.at == welcomeFrame {
+		c.welcomed.Store(true)
 		return
 	}
 	c.out.Add(1)
@@ -294,8 +297,9 @@ func (c *client) sendClose(payload []byte) {
 	c.closeText = string(payload[2:])
 	c.mu.Unlock()
 	deadline := time.Now().Add(closeGrace)
-	_ = c.ws.write(opClose, payload, deadline) // a stuck writer makes this time out
+	err := c.ws.write(opClose, payload, deadline) // a stuck writer makes this time out
 	c.mu.Lock()
+	c.closeLost = err != nil
 	if !c.done {
 		c.grace = time.AfterFunc(closeGrace, c.cut)
 	}
@@ -401,6 +405,17 @@ func (c *client) control(f func(fd int) error) error {
 func (c *client) tick() {
 	s := c.srv
 	now := s.now()
+	if !c.welcomed.Load() {
+		// The welcome is the first frame (SPEC §4): neither a ping nor an
+		// idle close may overtake it. A welcome that cannot be written
+		// fails at write_timeout and ends the connection.
+		c.mu.Lock()
+		if !c.done {
+			c.keepalive.Reset(s.pingInterval)
+		}
+		c.mu.Unlock()
+		return
+	}
 	closeIt, ping, next := keepalive(now, c.lastRecv.Load(), c.lastSend.Load(), c.lastPing.Load(), int64(s.pingInterval), int64(s.idleTimeout))
 	if closeIt {
 		c.closeNow(closeIdle, "idle timeout")
@@ -443,12 +458,13 @@ func keepalive(now, recv, sent, pinged, interval, idle int64) (closeIt, ping boo
 
 // finish releases the client once its socket ended or it broke the
 // protocol, and returns the close code and reason to report: the ones we
-// sent, else the client's, else 1006.
+// sent, else the client's, else 1006 with the reason of a close we could
+// not send (a slow client's, say).
 func (c *client) finish(readErr error) (int, string) {
 	c.mu.Lock()
 	c.closing, c.done = true, true
 	code, reason := c.closeCode, c.closeText
-	sent := c.closeSent
+	sent := c.closeSent && !c.closeLost
 	grace := c.grace
 	c.mu.Unlock()
 	c.keepalive.Stop()
@@ -465,5 +481,5 @@ func (c *client) finish(readErr error) (int, string) {
 	if errors.As(readErr, &pc) {
 		return pc.code, pc.text
 	}
-	return closeAbnormal, ""
+	return closeAbnormal, reason
 }

@@ -164,6 +164,21 @@ func TestHandshakeAndWelcomeInOneWrite(t *testing.T) {
 	}
 }
 
+// The welcome is the first frame even when the keepalive timer fires
+// before it is written: no ping (nor idle close) overtakes it.
+func TestWelcomeBeforeAnyPing(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.PingInterval = config.Duration(time.Nanosecond)
+		c.Log.Level = "info"
+	})
+	for i := 0; i < 100; i++ {
+		_, got := rawHandshake(t, ts, upgradeRequest+"\r\n")
+		if _, frame, _ := strings.Cut(string(got), "\r\n\r\n"); len(frame) < 2 || frame[0] != 0x81 {
+			t.Fatalf("handshake %d: the first frame is not the welcome: %q", i, frame)
+		}
+	}
+}
+
 // Requests that cannot be a handshake are answered and closed.
 func TestBadHandshakes(t *testing.T) {
 	ts := newTestServer(t, nil)

@@ -2,10 +2,15 @@ package sidecar
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/testapp"
 	"github.com/wsgate/wsgate/internal/wstest"
 )
 
@@ -32,11 +37,16 @@ func pushUntilFull(t *testing.T, ts *testServer, id string, limit int) int {
 }
 
 func TestSlowClientClose(t *testing.T) {
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		w.WriteHeader(http.StatusNoContent)
+	})
 	ts := newTestServer(t, func(c *config.Config) {
 		c.WebSocket.SendQueue = 4
 		c.WebSocket.SlowClient = "close"
+		c.Upstream.URL = b.URL
+		c.Upstream.Events = []string{"disconnect"}
 	})
-	_, id := ts.connect(t)
+	c, id := ts.connect(t)
 	// The queue holds 4; the rest of what was accepted sits in the
 	// kernel's socket buffers, a few hundred KiB at most.
 	accepted := pushUntilFull(t, ts, id, 200)
@@ -58,9 +68,26 @@ func TestSlowClientClose(t *testing.T) {
 		`wsgate_push_drops_total{reason="queue_full"}`: 1,
 		`wsgate_pushes_total{code="503"}`:              1,
 		"wsgate_send_queue_messages":                   0,
+		// The close frame could not be written to a client that reads
+		// nothing: it ends without one, as the client sees below.
+		`wsgate_disconnects_total{code="1006"}`: 1,
+		`wsgate_disconnects_total{code="1008"}`: 0,
 	} {
 		if got := metricValue(t, ts, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if e := b.Next(t); e.Header.Get("Wsgate-Close-Code") != "1006" || e.Header.Get("Wsgate-Close-Reason") != "slow client" {
+		t.Errorf("disconnect event: code %q reason %q, want 1006 (no close frame went out) and why: slow client",
+			e.Header.Get("Wsgate-Close-Code"), e.Header.Get("Wsgate-Close-Reason"))
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := c.ReadMessage(); err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseAbnormalClosure) {
+				t.Errorf("the slow client, reading what the kernel kept, ends with %v; want 1006 (no close frame)", err)
+			}
+			break
 		}
 	}
 }
