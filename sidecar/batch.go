@@ -32,10 +32,12 @@ type batchLine struct {
 func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int64) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
+		s.metrics.pushed(http.StatusMethodNotAllowed)
 		writeError(w, &pushError{http.StatusMethodNotAllowed, "method " + r.Method + " not allowed: POST newline-delimited JSON"})
 		return
 	}
 	if r.ContentLength > s.maxBatch {
+		s.metrics.pushed(http.StatusRequestEntityTooLarge)
 		writeError(w, &pushError{http.StatusRequestEntityTooLarge, "batch exceeds push.max_batch"})
 		return
 	}
@@ -75,6 +77,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int6
 	if full {
 		// Many short bad lines, each with an error result longer than
 		// itself: the answer, held in memory, stops at twice max_batch.
+		s.metrics.pushed(http.StatusRequestEntityTooLarge)
 		out.WriteString(`{"status":413,"error":"the answer exceeds twice push.max_batch; the lines after this were not delivered"}` + "\n")
 	} else if err := sc.Err(); err != nil {
 		status, reason := http.StatusBadRequest, "reading batch: "+err.Error()
@@ -82,6 +85,7 @@ func (s *Server) serveBatch(w http.ResponseWriter, r *http.Request, arrived int6
 		if errors.As(err, &mbe) || errors.Is(err, bufio.ErrTooLong) {
 			status, reason = http.StatusRequestEntityTooLarge, "batch exceeds push.max_batch; the lines after this were not read"
 		}
+		s.metrics.pushed(status)
 		out.WriteString(`{"status":` + strconv.Itoa(status) + `,"error":` + strconv.Quote(reason) + "}\n")
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")

@@ -119,6 +119,12 @@ func TestBatchLimits(t *testing.T) {
 			t.Fatalf("line %d: %s", i, r)
 		}
 	}
+	// Each refusal is counted like a single push's, a whole batch's too.
+	for code, want := range map[string]int{"204": whole, "405": 1, "413": 2} {
+		if got := metricValue(t, ts, `wsgate_pushes_total{code="`+code+`"}`); got != float64(want) {
+			t.Errorf("pushes_total{code=%q} = %v, want %d", code, got, want)
+		}
+	}
 }
 
 // The answer is bounded too: a batch of many short bad lines, each with a
@@ -133,6 +139,12 @@ func TestBatchAnswerIsBounded(t *testing.T) {
 	results := strings.Split(strings.TrimSpace(out), "\n")
 	if status != 200 || len(out) > 2*maxBatch+1000 || !strings.Contains(results[len(results)-1], `"status":413`) {
 		t.Fatalf("%d: %d bytes of answer to %d, ending %s", status, len(out), len(in), results[len(results)-1])
+	}
+	if got := metricValue(t, ts, `wsgate_pushes_total{code="413"}`); got != 1 {
+		t.Errorf("pushes_total{code=\"413\"} = %v, want 1 (the batch cut short)", got)
+	}
+	if got := metricValue(t, ts, `wsgate_pushes_total{code="400"}`); got != float64(len(results)-1) {
+		t.Errorf("pushes_total{code=\"400\"} = %v, want %d (one per bad line answered)", got, len(results)-1)
 	}
 	ts.pushText(t, id, "after")
 	if _, msg := wstest.ReadMessage(t, c); string(msg) != "after" {
