@@ -156,6 +156,9 @@ func TestUpstreamFailuresThroughNginx(t *testing.T) {
 		m := mode
 		mu.Unlock()
 		switch {
+		case e.Kind() == "connect" && m == "redirect":
+			w.Header().Set("Location", "/login?return="+strings.Repeat("x", 2000))
+			w.WriteHeader(http.StatusFound)
 		case e.Kind() != "message":
 		case m == "500":
 			http.Error(w, "broken", http.StatusInternalServerError)
@@ -191,6 +194,27 @@ func TestUpstreamFailuresThroughNginx(t *testing.T) {
 		if code := wstest.MustCloseCode(t, c); code != 1011 {
 			t.Fatalf("closed with %d, want 1011", code)
 		}
+		for e := a.Next(t); e.Kind() != "disconnect"; e = a.Next(t) {
+		}
+	})
+
+	// A refusal with headers over nginx's 1k proxy_buffer_size: nginx
+	// would answer 502 and, after max_fails, refuse every handshake for
+	// fail_timeout; the sidecar leaves the long header out instead.
+	t.Run("long refusal", func(t *testing.T) {
+		setMode("redirect")
+		for i := 0; i < 5; i++ {
+			if _, _, status, _ := dialHeader(t, g.clientWS, nil); status != http.StatusFound {
+				t.Fatalf("refusal %d with a 2 KB Location: %d, want the backend's 302", i, status)
+			}
+			a.Next(t)
+		}
+		setMode("ok")
+		c, _, status, _ := dialHeader(t, g.clientWS, nil)
+		if status != 101 {
+			t.Fatalf("after the refusals: %d, want 101", status)
+		}
+		c.Close()
 		for e := a.Next(t); e.Kind() != "disconnect"; e = a.Next(t) {
 		}
 	})

@@ -131,7 +131,10 @@ func (s *Server) handshake(conn net.Conn) *client {
 		return c
 	}
 	if !w.hijacked {
-		w.send()
+		if dropped := w.send(); dropped != nil {
+			s.log.Warn("refused a handshake without headers that would not fit nginx's proxy_buffer_size",
+				"headers", dropped, "status", w.status, "max_head", maxRefusalHead, "remote", remoteAddr(r))
+		}
 		conn.Close()
 	}
 	return nil
@@ -184,18 +187,49 @@ func (w *handshakeResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return w.conn, w.rw, nil
 }
 
-// send writes the buffered response, which ends the connection.
-func (w *handshakeResponse) send() {
+// maxRefusalHead bounds the head of a refused handshake's response: nginx
+// reads it into one proxy_buffer_size buffer (1k, in the location it
+// renders) and answers a longer one with 502, which it also counts as a
+// failure of the sidecar (max_fails). An upstream's refusal headers can
+// be long (a Location with a return URL).
+const maxRefusalHead = 1024
+
+// send writes the buffered response, which ends the connection. Headers
+// that would make its head longer than maxRefusalHead are left out,
+// longest first, and their names returned.
+func (w *handshakeResponse) send() (dropped []string) {
 	w.WriteHeader(http.StatusOK)
 	w.header.Set("Content-Length", strconv.Itoa(w.body.Len()))
 	w.header.Set("Connection", "close")
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
-	w.header.Write(&b)
-	b.WriteString("\r\n")
+	for {
+		b.Reset()
+		fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
+		w.header.Write(&b)
+		b.WriteString("\r\n")
+		if b.Len() <= maxRefusalHead {
+			break
+		}
+		longest, size := "", 0
+		for k, vs := range w.header {
+			n := 0
+			for _, v := range vs {
+				n += len(k) + len(v) + 4
+			}
+			if n > size && k != "Content-Length" && k != "Connection" {
+				longest, size = k, n
+			}
+		}
+		if longest == "" {
+			break
+		}
+		delete(w.header, longest)
+		dropped = append(dropped, longest)
+	}
 	b.Write(w.body.Bytes())
 	w.conn.Conn.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 	w.conn.Conn.Write(b.Bytes())
+	return dropped
 }
 
 // corkedConn is the connection as gorilla's Upgrader sees it. gorilla writes

@@ -147,6 +147,12 @@ func (u *upstream) roundTrip(ctx context.Context, event string, h http.Header, b
 		return reply{}, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 599 {
+		// A 101 (net/http returns no other 1xx) would leave Body the
+		// switched connection, read without a deadline; a 1xx or an
+		// out-of-range status is no answer to relay to a client.
+		return reply{}, errBadStatus
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return reply{}, err
@@ -158,9 +164,15 @@ func (u *upstream) roundTrip(ctx context.Context, event string, h http.Header, b
 	return rep, nil
 }
 
+// errBadStatus is a reply whose status is not a final HTTP status (1xx,
+// or outside 100..599).
+var errBadStatus = errors.New("the upstream answered with a status that is not a final HTTP status")
+
 // errorReason is the metrics label of a failed request.
 func errorReason(err error) string {
 	switch {
+	case errors.Is(err, errBadStatus):
+		return "bad_reply"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled):

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -122,11 +123,88 @@ func TestUpstreamConnectRefused(t *testing.T) {
 	}
 }
 
+// A connect reply whose status is no final HTTP status is an upstream
+// error (502), not an answer to pass on: a 101 taken for one would hand the
+// client a broken upgrade and, carrying Upgrade, make the body the backend's
+// connection, read until the backend closes it. A 3xx is passed on.
+func TestUpstreamConnectOddStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name, reply string
+		status      int
+	}{
+		{"101-upgrade", "101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade", 502},
+		{"101", "101 Switching Protocols", 502},
+		{"000", "000 Zero", 502},
+		{"600", "600 Beyond", 502},
+		{"999", "999 Beyond", 502},
+		{"302", "302 Found\r\nLocation: /login", 302},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			t.Cleanup(func() { close(done); l.Close() })
+			go func() {
+				for {
+					conn, err := l.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer conn.Close()
+						if _, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
+							fmt.Fprintf(conn, "HTTP/1.1 %s\r\nContent-Length: 0\r\n\r\n", tc.reply)
+							<-done // holds the connection open, as a switched one would be
+						}
+					}()
+				}
+			}()
+			ts := upstreamServer(t, &testapp.App{URL: "http://" + l.Addr().String() + "/events"}, func(u *config.Upstream) {
+				u.Events = []string{"connect"}
+			})
+			if status, _, _ := refusedDial(t, ts); status != tc.status {
+				t.Fatalf("connect answered %q: handshake %d, want %d", tc.reply, status, tc.status)
+			}
+			if tc.status == 502 {
+				if v := metricValue(t, ts, `wsgate_upstream_errors_total{event="connect",reason="bad_reply"}`); v != 1 {
+					t.Errorf("upstream_errors_total{connect,bad_reply} = %v, want 1", v)
+				}
+			}
+		})
+	}
+}
+
+// A refusal whose headers would not fit nginx's 1k proxy_buffer_size
+// (through nginx a 502, and the sidecar counted as failed) goes without
+// the longest of them, and says so in the log.
+func TestUpstreamRefusalHeadFits(t *testing.T) {
+	long := "/login?return=" + strings.Repeat("x", 2000)
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		w.Header().Set("Location", long)
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusFound)
+	})
+	ts := upstreamServer(t, b, func(u *config.Upstream) { u.Events = []string{"connect"} })
+	status, head := rawHandshake(t, ts, upgradeRequest+"\r\n")
+	h, _, _ := strings.Cut(string(head), "\r\n\r\n")
+	if status != http.StatusFound || len(h)+4 > maxRefusalHead || strings.Contains(h, "Location") || !strings.Contains(h, "Retry-After: 5") {
+		t.Fatalf("refusal with a %d-byte Location: %d, head of %d bytes:\n%s", len(long), status, len(h)+4, h)
+	}
+	if logs := ts.log.String(); !strings.Contains(logs, "proxy_buffer_size") || !strings.Contains(logs, "headers=[Location]") {
+		t.Errorf("no warning naming the header left out:\n%s", logs)
+	}
+}
+
 // refusedDial dials, expects the handshake to be refused and returns the
 // status, content type and body.
 func refusedDial(t *testing.T, ts *testServer) (int, string, string) {
 	t.Helper()
-	d := websocket.Dialer{NetDial: func(_, _ string) (net.Conn, error) { return net.Dial("unix", ts.wsPath) }}
+	d := websocket.Dialer{
+		NetDial:          func(_, _ string) (net.Conn, error) { return net.Dial("unix", ts.wsPath) },
+		HandshakeTimeout: 20 * time.Second,
+	}
 	c, resp, err := d.Dial("ws://wsgate/ws", nil)
 	if err == nil {
 		c.Close()
