@@ -120,8 +120,10 @@ func TestLive(t *testing.T) {
 	t.Run("sidecar down", func(t *testing.T) {
 		push2 := fmt.Sprintf("http://127.0.0.1:%d/ws", c.PushPort(2))
 		want := `{"error":"wsgate instance 2 is not answering"}` + "\n"
-		if code, got := do(t, "POST", push2, "", strings.NewReader("x")); code != 502 || got != want {
-			t.Errorf("push to a stopped instance = %d %q, want 502 %q", code, got, want)
+		for _, url := range []string{push2, push2 + "/batch"} {
+			if code, got := do(t, "POST", url, "", strings.NewReader("x")); code != 502 || got != want {
+				t.Errorf("POST %s to a stopped instance = %d %q, want 502 %q", url, code, got, want)
+			}
 		}
 	})
 }
