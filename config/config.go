@@ -88,6 +88,10 @@ type Nginx struct {
 	Binary            string `toml:"binary"`             // nginx executable for `up` and `check`
 	WorkerProcesses   int    `toml:"worker_processes"`   // 0: auto
 	WorkerConnections int    `toml:"worker_connections"` // per worker; a WebSocket holds two
+	// WorkerShutdownTimeout bounds how long an old worker keeps its
+	// WebSockets after a reload of the standalone nginx; 0: until they
+	// close, which a live client never does.
+	WorkerShutdownTimeout Duration `toml:"worker_shutdown_timeout"`
 	// ClientProxy is how nginx carries client WebSockets: "http" (a
 	// location in an http server, the default) or "stream" (a TCP proxy
 	// on the listen addresses, stream module; the sidecar reads the
@@ -149,10 +153,11 @@ func Default() Config {
 		},
 		Log: Log{Level: "info", Format: "text"},
 		Nginx: Nginx{
-			Binary:            "nginx",
-			WorkerConnections: 16384,
-			ClientProxy:       "http",
-			PushProxy:         "http",
+			Binary:                "nginx",
+			WorkerConnections:     16384,
+			WorkerShutdownTimeout: Duration(time.Minute),
+			ClientProxy:           "http",
+			PushProxy:             "http",
 			// Debian's libnginx-mod-stream.
 			StreamModule: "/usr/lib/nginx/modules/ngx_stream_module.so",
 		},
@@ -342,6 +347,9 @@ func (c *Config) validate(e *fieldErrors) {
 	}
 	if c.Nginx.WorkerConnections < 64 || c.Nginx.WorkerConnections > 1<<19 {
 		e.add("nginx.worker_connections", "%d is out of range 64..524288", c.Nginx.WorkerConnections)
+	}
+	if d := c.Nginx.WorkerShutdownTimeout.D(); d < 0 || d > 24*time.Hour || d%time.Second != 0 {
+		e.add("nginx.worker_shutdown_timeout", "%s must be whole seconds in 0 (none)..24h", d)
 	}
 	switch c.Nginx.ClientProxy {
 	case "http":

@@ -432,6 +432,35 @@ func TestNginxReloadKeepsClients(t *testing.T) {
 	mustDial(t, g.clientWS, "")
 }
 
+// After a reload an old worker keeps its WebSockets only for
+// nginx.worker_shutdown_timeout, then closes them and exits; the client
+// reconnects through a new worker.
+func TestNginxReloadBoundsOldWorkers(t *testing.T) {
+	g := startUp(t, 1, "127.0.0.1", "[nginx]\nworker_shutdown_timeout = \"1s\"\n")
+	c, _ := mustDial(t, g.clientWS, "")
+	master := 0
+	for pid, line := range g.pids() {
+		if strings.Contains(line, "nginx") && strings.Contains(line, " -p ") {
+			master = pid
+		}
+	}
+	workersBefore := childrenOf(g, master)
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 30*time.Second, "the old nginx workers to exit", func() bool {
+		for pid := range workersBefore {
+			if _, alive := childrenOf(g, master)[pid]; alive {
+				return false
+			}
+		}
+		return true
+	})
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseAbnormalClosure) {
+		t.Fatalf("the client of an old worker: %v, want its connection closed (1006)", err)
+	}
+	mustDial(t, g.clientWS, "")
+}
+
 func childrenOf(g *gateway, parent int) map[int]string {
 	out := map[int]string{}
 	for pid, line := range g.pids() {

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"time"
 
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/web"
@@ -59,6 +60,7 @@ type standalone struct {
 	Options
 	WorkerProcesses   string
 	WorkerConnections int
+	ShutdownTimeout   int // worker_shutdown_timeout, seconds; 0: none
 	RlimitNofile      int
 	Listen            []string
 	Location          string
@@ -88,6 +90,7 @@ func Standalone(c *config.Config, o Options) (string, error) {
 		Options:           o,
 		WorkerProcesses:   "auto",
 		WorkerConnections: c.Nginx.WorkerConnections,
+		ShutdownTimeout:   int(c.Nginx.WorkerShutdownTimeout.D() / time.Second),
 		// A connection is a descriptor (a proxied WebSocket holds two
 		// connections, both counted by worker_connections); the rest is
 		// headroom for listening sockets, logs and temp files.
