@@ -222,6 +222,11 @@ var (
 	hostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
 	// reservedPaths are served on the push ports besides the push API.
 	reservedPaths = map[string]bool{"/metrics": true, "/status": true, "/nginx_status": true}
+	// clientPaths are exact locations the generated nginx config serves on
+	// the client listener: auth.url's auth_request location, and under
+	// `wsgate up` the demo page's scripts (web.Scripts). An exact location
+	// wins over the WebSocket's prefix location, so handshakes there fail.
+	clientPaths = map[string]bool{"/_wsgate_auth": true, "/wsgate.js": true, "/demo.js": true}
 )
 
 func (c *Config) validate(e *fieldErrors) {
@@ -237,6 +242,8 @@ func (c *Config) validate(e *fieldErrors) {
 		e.add("location", "%q must be a path such as \"/ws\" (letters, digits, ._~- segments, no trailing slash)", c.Location)
 	} else if reservedPaths[c.Location] {
 		e.add("location", "%q is reserved on the push ports (/metrics, /status, /nginx_status)", c.Location)
+	} else if clientPaths[c.Location] {
+		e.add("location", "%q is reserved on the client listener (/_wsgate_auth, /wsgate.js, /demo.js)", c.Location)
 	}
 	if len(c.Listen) == 0 {
 		e.add("listen", "needs at least one host:port")

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Restart backoff for a child that keeps dying.
@@ -78,6 +80,7 @@ func (c *child) supervise(cmd *exec.Cmd) {
 	backoff := firstBackoff
 	for {
 		started := time.Now()
+		reapGroup(cmd.Process.Pid)
 		err := cmd.Wait()
 		c.mu.Lock()
 		stopping := c.stopping
@@ -143,13 +146,22 @@ func (c *child) stop(timeout time.Duration) {
 		c.signal(syscall.SIGKILL)
 		<-c.exited
 	}
-	// Whatever the child left in its process group (nginx workers whose
-	// master was killed) goes with it.
-	c.mu.Lock()
-	if c.proc != nil {
-		syscall.Kill(-c.proc.Pid, syscall.SIGKILL)
+}
+
+// reapGroup waits until the child pid has exited without reaping it, then
+// kills whatever it left in its process group (nginx workers whose master
+// was killed). Until Wait reaps it, the zombie keeps its pid and so its
+// process group id: neither can have been reused by another process, as
+// they can once it is reaped.
+func reapGroup(pid int) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
 	}
-	c.mu.Unlock()
+	syscall.Kill(-pid, syscall.SIGKILL)
 }
 
 // closeFiles closes the sockets held for the child and removes their files.

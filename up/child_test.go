@@ -1,10 +1,12 @@
 package up
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -62,4 +64,97 @@ func TestOpenToOthers(t *testing.T) {
 			t.Errorf("%v: %v, want %v", c.before, got, c.after)
 		}
 	}
+}
+
+// stop must never signal by a pid the child no longer owns: once the child
+// has been reaped its pid (and so its process group id) may belong to
+// another process. Forces the reuse with ns_last_pid (root only).
+func TestStopDoesNotSignalReusedPID(t *testing.T) {
+	const lastPid = "/proc/sys/kernel/ns_last_pid"
+	if err := os.WriteFile(lastPid, []byte("1000"), 0); err != nil {
+		t.Skip("cannot set ns_last_pid:", err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Like nginx in up: not restarted; it dies on its own (a crash), and up
+	// stops it later, after stopping the sidecars.
+	c := &child{name: "nginx", log: log, cmd: func() *exec.Cmd { return exec.Command("true") }}
+	if err := c.start(); err != nil {
+		t.Fatal(err)
+	}
+	<-c.exited
+	pid := c.proc.Pid
+
+	// Another process group leader now gets that pid.
+	var victim *exec.Cmd
+	for try := 0; try < 50 && victim == nil; try++ {
+		os.WriteFile(lastPid, []byte(fmt.Sprint(pid-1)), 0)
+		v := exec.Command("sleep", "60")
+		v.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := v.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if v.Process.Pid == pid {
+			victim = v
+		} else {
+			v.Process.Kill()
+			v.Wait()
+		}
+	}
+	if victim == nil {
+		t.Skip("could not get the pid reused")
+	}
+	defer victim.Process.Kill()
+	waited := make(chan error, 1)
+	go func() { waited <- victim.Wait() }()
+
+	c.stop(time.Second)
+	select {
+	case err := <-waited:
+		t.Fatalf("stopping the exited child killed pid %d's new owner: %v", pid, err)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// What a stopped child leaves in its process group (nginx workers whose
+// master died) is killed with it.
+func TestStopKillsGroupLeftovers(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pidFile := t.TempDir() + "/worker.pid"
+	c := &child{name: "nginx", log: log, cmd: func() *exec.Cmd {
+		return exec.Command("sh", "-c", `sleep 60 & echo $! >`+pidFile+`; exec sleep 61`)
+	}}
+	if err := c.start(); err != nil {
+		t.Fatal(err)
+	}
+	var worker int
+	for i := 0; i < 200 && worker == 0; i++ {
+		b, _ := os.ReadFile(pidFile)
+		fmt.Sscan(string(b), &worker)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if worker == 0 {
+		t.Fatal("no worker pid")
+	}
+	c.stop(time.Second)
+	// The worker was reparented to init (or a subreaper), which reaps it.
+	for i := 0; i < 200; i++ {
+		if syscall.Kill(worker, 0) != nil {
+			return
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", worker))
+		if len(b) > 0 && bytesContainsState(b, 'Z') {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the child's leftover %d survived stop", worker)
+}
+
+func bytesContainsState(stat []byte, st byte) bool {
+	for i := len(stat) - 1; i > 0; i-- {
+		if stat[i] == ')' {
+			return i+2 < len(stat) && stat[i+2] == st
+		}
+	}
+	return false
 }

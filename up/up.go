@@ -55,6 +55,12 @@ func Defaults(stateDir string) config.Config {
 // then nginx, and removes the sockets.
 func Run(ctx context.Context, c *config.Config, o Options) error {
 	log := o.Log
+	// SIGHUP reloads nginx, as it would a system nginx. Caught from the
+	// start: its default action would kill up mid-startup, leaving the
+	// sockets and the state dir behind.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	nginxBin, err := nginx.Binary(c)
 	if err != nil {
 		return err
@@ -157,11 +163,14 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 	if err := waitListening(ctx, c.Listen[0], ngx); err != nil {
 		runErr = err
 	} else {
+		// A SIGHUP before now is dropped: nginx has just read its config,
+		// and might not yet handle the signal.
+		select {
+		case <-hup:
+			log.Info("SIGHUP during startup ignored: nginx has just read its config")
+		default:
+		}
 		banner(o.Out, c, len(sidecars))
-		// SIGHUP reloads nginx, as it would a system nginx.
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
 	wait:
 		for {
 			select {

@@ -1,0 +1,85 @@
+package up
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A SIGHUP that arrives while up is still starting (nginx started but not
+// yet listening) must not kill up: it has to be handled like the one that
+// arrives later, and up must still stop cleanly on SIGTERM.
+func TestSIGHUPDuringStartup(t *testing.T) {
+	if dir := os.Getenv("WSGATE_UP_HUP_HELPER"); dir != "" {
+		c := Defaults(dir)
+		c.Instances = 1
+		c.Listen = []string{"127.0.0.1:1"} // nothing ever listens: up stays in waitListening
+		c.Nginx.Binary = filepath.Join(dir, "fake-nginx")
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		err := Run(ctx, &c, Options{Binary: filepath.Join(dir, "fake-sidecar"), StateDir: dir,
+			Out: io.Discard, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+		if err != nil {
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "nginx-started")
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("fake-nginx", `[ "$1" = -t ] && exit 0; touch `+marker+`; exec sleep 60`+"\n")
+	write("fake-sidecar", "exec sleep 60\n")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSIGHUPDuringStartup$")
+	cmd.Env = append(os.Environ(), "WSGATE_UP_HUP_HELPER="+dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("fake nginx never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				t.Fatalf("up was killed by %v during startup", ws.Signal())
+			}
+		}
+		t.Fatalf("up exited on SIGHUP during startup: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("up did not stop cleanly on SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("up did not stop on SIGTERM")
+	}
+}
