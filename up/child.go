@@ -164,6 +164,16 @@ func reapGroup(pid int) {
 	syscall.Kill(-pid, syscall.SIGKILL)
 }
 
+// pid is the child's process id, 0 before it started.
+func (c *child) pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return 0
+	}
+	return c.proc.Pid
+}
+
 // closeFiles closes the sockets held for the child and removes their files.
 func (c *child) closeFiles() {
 	for _, f := range c.files {

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -160,7 +161,7 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 	}
 
 	var runErr error
-	if err := waitListening(ctx, c.Listen[0], ngx); err != nil {
+	if err := waitListening(ctx, c.Listen[0], filepath.Join(o.StateDir, "nginx.pid"), ngx); err != nil {
 		runErr = err
 	} else {
 		// A SIGHUP before now is dropped: nginx has just read its config,
@@ -247,14 +248,19 @@ func writeConfig(path string, c *config.Config) error {
 	return errors.Join(err, f.Close())
 }
 
-// waitListening waits until nginx accepts connections on addr.
-func waitListening(ctx context.Context, addr string, ngx *child) error {
+// waitListening waits until nginx accepts connections on addr and has
+// written its pid to pidFile, which it does once it handles signals.
+func waitListening(ctx context.Context, addr, pidFile string, ngx *child) error {
 	addr = strings.Replace(addr, "*:", "127.0.0.1:", 1)
 	for {
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			conn.Close()
-			return nil
+			// nginx listens before it sets its signal handlers, and
+			// writes its pid file after: until then a SIGHUP kills it.
+			if b, _ := os.ReadFile(pidFile); strings.TrimSpace(string(b)) == strconv.Itoa(ngx.pid()) {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -81,5 +83,40 @@ func TestSIGHUPDuringStartup(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
 		t.Fatal("up did not stop on SIGTERM")
+	}
+}
+
+// up is ready, and forwards SIGHUP, only once nginx has written its pid
+// file, which nginx does after setting its signal handlers and so after it
+// listens.
+func TestWaitListeningWaitsForPidFile(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ngx := &child{name: "nginx", log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		cmd: func() *exec.Cmd { return exec.Command("sleep", "60") }}
+	if err := ngx.start(); err != nil {
+		t.Fatal(err)
+	}
+	defer ngx.stop(time.Second)
+	pidFile := filepath.Join(t.TempDir(), "nginx.pid")
+	os.WriteFile(pidFile, []byte("1\n"), 0o644) // a stale one
+	done := make(chan error, 1)
+	go func() { done <- waitListening(context.Background(), l.Addr().String(), pidFile, ngx) }()
+	select {
+	case err := <-done:
+		t.Fatalf("ready (%v) with nginx listening but its pid file not written", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	os.WriteFile(pidFile, []byte(strconv.Itoa(ngx.pid())+"\n"), 0o644)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("not ready with the pid file written")
 	}
 }
