@@ -53,10 +53,28 @@ export function parseWelcome(text) {
  */
 export function reconnectDelay(code, attempt, options = defaults, random = Math.random) {
   if (code === NORMAL) return null;
-  const o = { ...defaults, ...options };
+  const o = withDefaults(options);
   const base = code === SERVICE_RESTART && attempt === 0 ? o.restartDelay : o.minDelay;
   const d = Math.min(o.maxDelay, base * 2 ** attempt);
   return d / 2 + random() * (d / 2);
+}
+
+/**
+ * withDefaults is options with defaults for the delays they leave out
+ * (undefined included); a delay that is not a number of ms ≥ 0 throws,
+ * rather than make every reconnect immediate.
+ */
+export function withDefaults(options) {
+  const o = { ...defaults };
+  for (const k of Object.keys(defaults)) {
+    const v = options?.[k];
+    if (v === undefined) continue;
+    if (typeof v !== "number" || !(v >= 0) || v === Infinity) {
+      throw new RangeError(`wsgate: option ${k} must be a number of ms ≥ 0, not ${v}`);
+    }
+    o[k] = v;
+  }
+  return o;
 }
 
 /**
@@ -96,7 +114,7 @@ export class WSGate extends EventTarget {
     if (u.protocol === "https:") u.protocol = "wss:";
     /** The WebSocket URL. */
     this.url = u.href;
-    this.options = { ...defaults, ...options };
+    this.options = withDefaults(options);
     /** The client id from the last welcome, or null. */
     this.id = null;
     /** The push URLs from the last welcome. */
@@ -116,6 +134,7 @@ export class WSGate extends EventTarget {
     this._timer = null;
     if (this.socket) return;
     this._setState("connecting");
+    if (this.state !== "connecting" || this.socket) return; // a state listener called close() or connect()
     const ws = new WebSocket(this.url);
     ws.binaryType = "arraybuffer";
     this.socket = ws;
@@ -146,13 +165,14 @@ export class WSGate extends EventTarget {
       this.socket = null;
       const delay = reconnectDelay(e.code, this._attempt, this.options);
       this._attempt++;
+      // The state it goes to, already during the close event: send()
+      // refuses, and close() from a listener stops for good.
+      const next = delay === null ? "closed" : "waiting";
+      this.state = next;
       this._emit("close", { code: e.code, reason: e.reason, delay });
-      if (this.socket || this.state === "closed") return; // a listener called connect() or close()
-      if (delay === null) {
-        this._setState("closed");
-        return;
-      }
-      this._setState("waiting");
+      if (this.socket || this.state !== next) return; // a listener called connect() or close()
+      this._emit("state", next);
+      if (next === "closed" || this.state !== next) return; // a state listener did
       this._timer = setTimeout(() => this.connect(), delay);
     };
   }
@@ -172,8 +192,10 @@ export class WSGate extends EventTarget {
     this.socket = null;
     if (ws) ws.close(NORMAL, reason);
     if (this.state !== "closed") {
+      // Closed before the events: a listener's own close() does nothing.
+      this.state = "closed";
       this._emit("close", { code: NORMAL, reason, delay: null });
-      this._setState("closed");
+      if (this.state === "closed") this._emit("state", "closed"); // unless a listener connected
     }
   }
 

@@ -130,3 +130,60 @@ test("close() with a long reason closes, and nothing comes after", () => {
   assert.equal(got, 0);
   assert.equal(gw.state, "closed");
 });
+
+test("close() from a close listener that stays: one more close event, no loop, no reconnect", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const { gw, ws } = connected();
+  const codes = [];
+  gw.addEventListener("close", (e) => {
+    codes.push(e.detail.code);
+    gw.close();
+  });
+  ws.closed(1006);
+  t.mock.timers.tick(120000);
+  assert.deepEqual(codes, [1006, 1000]);
+  assert.equal(gw.state, "closed");
+  assert.equal(FakeWS.all.length, 1, "connected again after close()");
+  gw.close(); // the user's own, with that listener: nothing more happens
+  assert.deepEqual(codes, [1006, 1000]);
+});
+
+test("close() from a state listener, while waiting or connecting, stops", (t) => {
+  for (const at of ["waiting", "connecting"]) {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { gw, ws } = connected();
+    gw.addEventListener("state", (e) => {
+      if (e.detail === at) gw.close();
+    });
+    ws.closed(1006);
+    t.mock.timers.tick(120000);
+    assert.equal(gw.state, "closed", at);
+    assert.equal(gw.socket, null, at);
+    assert.equal(FakeWS.all.length, 1, `${at}: connected again after close()`);
+    t.mock.timers.reset();
+  }
+});
+
+test("send() during the close event refuses with wsgate's error", () => {
+  const { gw, ws } = connected();
+  let err;
+  gw.addEventListener("close", () => {
+    try {
+      gw.send("x");
+    } catch (e) {
+      err = e;
+    }
+  });
+  ws.closed(1006);
+  assert.match(String(err), /wsgate: cannot send while waiting/);
+});
+
+test("an option left undefined takes its default; a bad one throws", () => {
+  globalThis.WebSocket = FakeWS;
+  const gw = new WSGate("ws://h/ws", { minDelay: undefined, connect: false });
+  assert.equal(gw.options.minDelay, defaults.minDelay);
+  assert.equal(reconnectDelay(1006, 0, { minDelay: undefined }, () => 1), defaults.minDelay);
+  for (const bad of [NaN, -1, "100", Infinity, null]) {
+    assert.throws(() => new WSGate("ws://h/ws", { maxDelay: bad, connect: false }), RangeError, String(bad));
+  }
+});
