@@ -261,7 +261,7 @@ func (c *Config) validate(e *fieldErrors) {
 		}
 		seen[key] = true
 		if p, _ := strconv.Atoi(port); p >= c.Push.PortBase && p < c.Push.PortBase+c.Instances {
-			e.add("listen", "%q: port %d is one of the push ports %d..%d", l, p, c.Push.PortBase, c.Push.PortBase+c.Instances-1)
+			e.addRel("listen", []string{"push.port_base", "instances"}, "%q: port %d is one of the push ports %d..%d", l, p, c.Push.PortBase, c.Push.PortBase+c.Instances-1)
 		}
 	}
 	if c.ShutdownTimeout <= 0 || c.ShutdownTimeout.D() > time.Hour {
@@ -282,7 +282,7 @@ func (c *Config) validate(e *fieldErrors) {
 		}
 	}
 	if c.Push.PortBase < 1 || c.Push.PortBase > 65535 || c.Push.PortBase+c.Instances-1 > 65535 {
-		e.add("push.port_base", "%d: ports %d..%d must lie in 1..65535", c.Push.PortBase, c.Push.PortBase, c.Push.PortBase+c.Instances-1)
+		e.addRel("push.port_base", []string{"instances"}, "%d: ports %d..%d must lie in 1..65535", c.Push.PortBase, c.Push.PortBase, c.Push.PortBase+c.Instances-1)
 	}
 	for _, h := range c.Push.Advertise {
 		if net.ParseIP(strings.Trim(h, "[]")) == nil && !hostRE.MatchString(h) {
@@ -294,7 +294,7 @@ func (c *Config) validate(e *fieldErrors) {
 	}
 
 	if c.Push.MaxBatch < c.Push.MaxBody || c.Push.MaxBatch > 1<<30 {
-		e.add("push.max_batch", "%d must lie in push.max_body (%d)..1GiB", c.Push.MaxBatch, c.Push.MaxBody)
+		e.addRel("push.max_batch", []string{"push.max_body"}, "%d must lie in push.max_body (%d)..1GiB", c.Push.MaxBatch, c.Push.MaxBody)
 	}
 
 	w := &c.WebSocket
@@ -302,7 +302,7 @@ func (c *Config) validate(e *fieldErrors) {
 		e.add("websocket.ping_interval", "must be positive")
 	}
 	if w.IdleTimeout <= w.PingInterval {
-		e.add("websocket.idle_timeout", "%s must be longer than websocket.ping_interval (%s) so that a pong can arrive", w.IdleTimeout.D(), w.PingInterval.D())
+		e.addRel("websocket.idle_timeout", []string{"websocket.ping_interval"}, "%s must be longer than websocket.ping_interval (%s) so that a pong can arrive", w.IdleTimeout.D(), w.PingInterval.D())
 	} else if w.IdleTimeout.D() > 24*time.Hour {
 		e.add("websocket.idle_timeout", "%s is over 24h", w.IdleTimeout.D())
 	}
@@ -316,7 +316,7 @@ func (c *Config) validate(e *fieldErrors) {
 		e.add("websocket.send_queue", "%d is out of range 1..65536", w.SendQueue)
 	}
 	if w.SendQueueBytes < c.Push.MaxBody {
-		e.add("websocket.send_queue_bytes", "%d must be at least push.max_body (%d) so that one largest push fits", w.SendQueueBytes, c.Push.MaxBody)
+		e.addRel("websocket.send_queue_bytes", []string{"push.max_body"}, "%d must be at least push.max_body (%d) so that one largest push fits", w.SendQueueBytes, c.Push.MaxBody)
 	}
 	if w.SlowClient != "close" && w.SlowClient != "drop" {
 		e.add("websocket.slow_client", "%q is not one of \"close\", \"drop\"", w.SlowClient)
@@ -362,7 +362,7 @@ func (c *Config) validate(e *fieldErrors) {
 	case "http":
 	case "stream":
 		if c.Auth.URL != "" {
-			e.add("nginx.client_proxy", "\"stream\" cannot check handshakes with auth.url (auth_request is an http location's); use \"http\" or drop auth.url")
+			e.addRel("nginx.client_proxy", []string{"auth.url"}, "\"stream\" cannot check handshakes with auth.url (auth_request is an http location's); use \"http\" or drop auth.url")
 		}
 	default:
 		e.add("nginx.client_proxy", "%q is not one of \"http\", \"stream\"", c.Nginx.ClientProxy)
@@ -409,23 +409,50 @@ func canonicalHost(h string) string {
 // fieldError is one invalid key.
 type fieldError struct {
 	key, msg string
+	related  []string // other keys the rule involves
 }
 
 type fieldErrors []fieldError
 
 func (e *fieldErrors) add(key, format string, args ...any) {
-	*e = append(*e, fieldError{key, fmt.Sprintf(format, args...)})
+	*e = append(*e, fieldError{key: key, msg: fmt.Sprintf(format, args...)})
+}
+
+// addRel adds an error of a rule between key and related keys: when the
+// file does not set key, the error has the line of a related key it sets.
+func (e *fieldErrors) addRel(key string, related []string, format string, args ...any) {
+	*e = append(*e, fieldError{key, fmt.Sprintf(format, args...), related})
 }
 
 // err joins the errors, each as "name:line: key: message", ordered by line.
+// The line is the key's, else a related key's, else that of the table the
+// key is in (an inline one, say); none when the file sets none of them.
 func (e fieldErrors) err(name string, lines map[string]int) error {
 	if len(e) == 0 {
 		return nil
 	}
-	sort.SliceStable(e, func(i, j int) bool { return lines[e[i].key] < lines[e[j].key] })
+	line := func(fe fieldError) (int, bool) {
+		for _, k := range append([]string{fe.key}, fe.related...) {
+			if l, ok := lines[k]; ok {
+				return l, true
+			}
+		}
+		for k := fe.key; strings.Contains(k, "."); {
+			k = k[:strings.LastIndex(k, ".")]
+			if l, ok := lines[k]; ok {
+				return l, true
+			}
+		}
+		return 0, false
+	}
+	sort.SliceStable(e, func(i, j int) bool {
+		li, _ := line(e[i])
+		lj, _ := line(e[j])
+		return li < lj
+	})
 	errs := make([]error, len(e))
 	for i, fe := range e {
-		if l, ok := lines[fe.key]; ok {
+		if l, ok := line(fe); ok {
 			errs[i] = fmt.Errorf("%s:%d: %s: %s", name, l, fe.key, fe.msg)
 		} else {
 			errs[i] = fmt.Errorf("%s: %s: %s", name, fe.key, fe.msg)

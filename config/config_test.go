@@ -185,6 +185,10 @@ func TestParseErrors(t *testing.T) {
 		{"[nginx]\nbinary = \"\"", "t.toml:2: nginx.binary:"},
 		{"[nginx]\nworker_processes = -1", "t.toml:2: nginx.worker_processes:"},
 		{"[nginx]\nworker_connections = 10", "t.toml:2: nginx.worker_connections:"},
+		// A rule between two keys, the file setting only the other: its line.
+		{"[websocket]\nping_interval = \"7m\"", "t.toml:2: websocket.idle_timeout: 6m0s must be longer than websocket.ping_interval"},
+		{"\n[push]\nmax_body = \"8MiB\"", "t.toml:3: websocket.send_queue_bytes:"},
+		{"push = {bogus = 1}", "t.toml:1: push.bogus: unknown key"},
 		{"[nginx]\nworker_shutdown_timeout = \"-1s\"", "t.toml:2: nginx.worker_shutdown_timeout:"},
 		{"[nginx]\nworker_shutdown_timeout = \"1500ms\"", "t.toml:2: nginx.worker_shutdown_timeout:"},
 		{"[nginx]\nworker_shutdown_timeout = \"25h\"", "t.toml:2: nginx.worker_shutdown_timeout:"},
