@@ -125,12 +125,17 @@ func TestMetricsUnderWorkload(t *testing.T) {
 	}
 }
 
-// wsgate status against a running up: every instance with its connections,
-// nginx's stub_status, and a stopped sidecar reported down with exit 1.
+// wsgate status, as up's banner says to run it, against that up: every
+// instance with its connections, nginx's stub_status, and a stopped sidecar
+// reported down with exit 1.
 func TestStatusCommand(t *testing.T) {
 	const instances = 3
 	g := startUp(t, instances, "127.0.0.1", "")
-	cfg := filepath.Join(g.dir, "wsgate.toml")
+	m := regexp.MustCompile(`wsgate status -config (\S+)\n`).FindStringSubmatch(g.out.String())
+	if m == nil {
+		t.Fatalf("no status command in up's banner:\n%s", g.out)
+	}
+	cfg := m[1]
 	perInstance := make([]int, instances)
 	for i := 0; i < 7; i++ {
 		_, welcome := mustDial(t, g.clientWS, "")

@@ -171,7 +171,7 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 			log.Info("SIGHUP during startup ignored: nginx has just read its config")
 		default:
 		}
-		banner(o.Out, c, len(sidecars))
+		banner(o.Out, c, len(sidecars), cfgPath)
 	wait:
 		for {
 			select {
@@ -272,8 +272,9 @@ func waitListening(ctx context.Context, addr, pidFile string, ngx *child) error 
 	}
 }
 
-// banner tells the user where to connect and how to push.
-func banner(w io.Writer, c *config.Config, n int) {
+// banner tells the user where to connect, how to push, and how to see the
+// sidecars' state with the config they run (cfgPath).
+func banner(w io.Writer, c *config.Config, n int, cfgPath string) {
 	host := c.Listen[0]
 	pushHost := c.AdvertiseHosts()[0]
 	fmt.Fprintf(w, "wsgate is up: %d sidecars behind nginx.\n", n)
@@ -285,7 +286,8 @@ func banner(w io.Writer, c *config.Config, n int) {
   %d..%d). Push to it:
     curl -d 'hello' http://ID@%s:%d%s
   Metrics of sidecar 1: curl http://%s:%d/metrics
+  State of every sidecar: wsgate status -config %s
 Stop with Ctrl-C.
 `, host, c.Location, pushHost, c.PushPort(1), c.Location, c.PushPort(1), c.PushPort(n),
-		pushHost, c.PushPort(1), c.Location, pushHost, c.PushPort(1))
+		pushHost, c.PushPort(1), c.Location, pushHost, c.PushPort(1), cfgPath)
 }
