@@ -1,11 +1,13 @@
 package nginx
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/wsgate/wsgate/config"
@@ -122,14 +124,23 @@ func Modules(c *config.Config) error {
 	return nil
 }
 
-// Binary finds the nginx executable: nginx.binary looked up in PATH, or
-// else /usr/sbin/nginx, which is often missing from a user's PATH.
+// ErrNoNginx is Binary's error when nginx is not installed, as opposed to
+// nginx.binary naming a path that is not an executable.
+var ErrNoNginx = errors.New("nginx is not installed")
+
+// Binary finds the nginx executable: nginx.binary looked up in PATH, or,
+// when it is a bare name, /usr/sbin/nginx, which is often missing from a
+// user's PATH. A path in nginx.binary is used as it is or not at all.
 func Binary(c *config.Config) (string, error) {
-	if p, err := exec.LookPath(c.Nginx.Binary); err == nil {
+	p, err := exec.LookPath(c.Nginx.Binary)
+	if err == nil {
 		return p, nil
+	}
+	if strings.Contains(c.Nginx.Binary, "/") {
+		return "", fmt.Errorf("nginx.binary: %w", err)
 	}
 	if p, err := exec.LookPath("/usr/sbin/nginx"); err == nil {
 		return p, nil
 	}
-	return "", fmt.Errorf("nginx: no nginx executable (nginx.binary = %q, nor /usr/sbin/nginx)", c.Nginx.Binary)
+	return "", fmt.Errorf("%w (nginx.binary = %q, nor /usr/sbin/nginx)", ErrNoNginx, c.Nginx.Binary)
 }

@@ -42,9 +42,12 @@ func runCheck(args []string) error {
 	fmt.Printf("%s: configuration ok\n", name)
 
 	bin, err := nginx.Binary(&c)
-	if err != nil {
+	if errors.Is(err, nginx.ErrNoNginx) {
 		fmt.Printf("%v: nginx -t skipped\n", err)
 		return nil
+	}
+	if err != nil {
+		return err
 	}
 	if err := nginx.Modules(&c); err != nil {
 		return err

@@ -80,6 +80,13 @@ func TestCheck(t *testing.T) {
 		t.Errorf("check bad.toml: exit %d, want 1 and %q\n%s%s", code, want, stdout, stderr)
 	}
 
+	// A path in nginx.binary is that nginx or none: no fallback to
+	// /usr/sbin/nginx, and no nginx -t skipped as if nginx were missing.
+	nobin := writeFile(t, dir, "nobin.toml", "[nginx]\nbinary = \"/nonexistent/nginx\"\n")
+	if code, stdout, stderr := run(t, "check", "-config", nobin); code != 1 || !strings.Contains(stderr, "nginx.binary:") || !strings.Contains(stderr, "/nonexistent/nginx") {
+		t.Errorf("check with nginx.binary a missing path: exit %d, want 1 naming it\n%s%s", code, stdout, stderr)
+	}
+
 	if noNginx != nil {
 		t.Skipf("skipping the nginx -t failures: %v", noNginx)
 	}
