@@ -104,6 +104,16 @@ func TestBrowserDemo(t *testing.T) {
 	pushTo(t, hc, pushURL, "", []byte("after reconnecting"))
 	p.waitLog(t, "text", "after reconnecting")
 
+	// The page's list is bounded: the 500 newest lines, each text cut.
+	for i := 0; i < 510; i++ {
+		pushTo(t, hc, pushURL, "", []byte(fmt.Sprint("bulk ", i)))
+	}
+	pushTo(t, hc, pushURL, "", []byte(strings.Repeat("y", 50000)))
+	p.waitLog(t, "text", "(48000 more)")
+	if n := p.text(t, `String(document.querySelectorAll("#log li").length)`); n != "500" {
+		t.Errorf("the page's list holds %s lines after 500 and more, want 500", n)
+	}
+
 	shot = filepath.Join(artifacts, "browser-demo-end.png")
 	p.screenshot(t, shot)
 	t.Logf("screenshot: %s", shot)

@@ -7,8 +7,13 @@ const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content;
 const gw = new WSGate(meta("wsgate-location") || "/ws");
 $("wsurl").textContent = gw.url;
 
-/** log adds a line to the message list, newest first. */
+/** The message list keeps this many lines, each text cut to maxText. */
+const maxLines = 500;
+const maxText = 2000;
+
+/** log adds a line to the message list, newest first, dropping the oldest. */
 function log(kind, text, cls = "") {
+  if (text.length > maxText) text = `${text.slice(0, maxText)}… (${text.length - maxText} more)`;
   const li = document.createElement("li");
   li.className = cls;
   const time = document.createElement("time");
@@ -17,7 +22,9 @@ function log(kind, text, cls = "") {
   k.className = "kind";
   k.textContent = kind;
   li.append(time, k, text);
-  $("log").prepend(li);
+  const list = $("log");
+  list.prepend(li);
+  while (list.children.length > maxLines) list.lastElementChild.remove();
 }
 
 /** hex is a preview of the first bytes of buf, as hex pairs. */
