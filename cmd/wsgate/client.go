@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,12 +42,16 @@ func runClient(args []string) error {
 		return fmt.Errorf("%s: %v", url, err)
 	}
 	defer c.Close()
+	// Ctrl-C closes with 1000; the server's echo ends the read loop, or
+	// the connection is cut a second later. Either way it is no error.
+	var stopping atomic.Bool
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		<-sig
+		stopping.Store(true)
 		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-		c.Close()
+		time.AfterFunc(time.Second, func() { c.Close() })
 	}()
 	for n := -1; *count == 0 || n < *count; n++ {
 		kind, msg, err := c.ReadMessage()
@@ -54,6 +59,9 @@ func runClient(args []string) error {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
 				fmt.Fprintf(os.Stderr, "closed: %d %s\n", ce.Code, ce.Text)
+				return nil
+			}
+			if stopping.Load() {
 				return nil
 			}
 			return err
