@@ -86,6 +86,22 @@ func TestLive(t *testing.T) {
 			}
 		}
 	})
+	t.Run("only the location", func(t *testing.T) {
+		// Paths that start like it stay the server's own.
+		for _, p := range []string{"/wsdl", "/ws/x", "/ws-docs"} {
+			resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(base + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close() // unread: the fake sidecar's answer never ends
+			if resp.StatusCode != 404 {
+				t.Errorf("GET %s = %d, want nginx's 404", p, resp.StatusCode)
+			}
+		}
+		if len(wsHeaders) > 0 {
+			t.Errorf("a request for another path reached the sidecar: %v", <-wsHeaders)
+		}
+	})
 	push1 := fmt.Sprintf("http://client-id@127.0.0.1:%d/ws", c.PushPort(1))
 	t.Run("push", func(t *testing.T) {
 		body := strings.Repeat("x", 1024)
@@ -213,7 +229,7 @@ func do(t *testing.T, method, url, contentType string, body io.Reader) (int, str
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ func TestLocationPitfalls(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.HasPrefix(loc, "location "+c.Location+" {\n") {
+			if !strings.HasPrefix(loc, "location = "+c.Location+" {\n") {
 				t.Errorf("does not start with the location %s:\n%s", c.Location, loc)
 			}
 			for _, d := range []string{
@@ -142,7 +142,7 @@ func TestStandalone(t *testing.T) {
 		"worker_processes 3;", "worker_rlimit_nofile 2024;", "worker_connections 1000;",
 		"pid /var/lib/wsgate/nginx.pid;", "error_log /var/lib/wsgate/error.log warn;",
 		"client_body_temp_path /var/lib/wsgate/client_body;", "proxy_temp_path /var/lib/wsgate/proxy;",
-		"listen [::]:80 ipv6only=on;", "listen 0.0.0.0:80;", "location /ws {", "location = / {",
+		"listen [::]:80 ipv6only=on;", "listen 0.0.0.0:80;", "location = /ws {", "location = / {",
 		`return 200 "wsgate: connect a WebSocket to /ws\n";`, "upstream wsgate_ws {",
 	} {
 		if !hasDirective(s, d) {
@@ -170,7 +170,7 @@ func TestStandalone(t *testing.T) {
 	}
 	for _, d := range []string{
 		"location = / {", "try_files /index.html =404;", "location = /wsgate.js {", "location = /demo.js {",
-		"root /tmp/x/www;", "types { text/javascript js; }", "location /ws {",
+		"root /tmp/x/www;", "types { text/javascript js; }", "location = /ws {",
 	} {
 		if !hasDirective(s, d) {
 			t.Errorf("with a web root: missing %q", d)
@@ -275,7 +275,7 @@ func TestAuthRequest(t *testing.T) {
 			t.Fatal(err)
 		}
 		all := blocks(loc)
-		ws := block(t, all, "location /ws")
+		ws := block(t, all, "location = /ws")
 		if hasDirective(ws, "auth_request /_wsgate_auth;") != (url != "") {
 			t.Errorf("%q: auth_request in\n%s", url, ws)
 		}
@@ -319,7 +319,7 @@ func TestStream(t *testing.T) {
 			t.Errorf("missing %q", d)
 		}
 	}
-	for _, absent := range []string{"location /ws {", "location = / {", "map $http_upgrade", "request_pool_size"} {
+	for _, absent := range []string{"location = /ws {", "location = / {", "map $http_upgrade", "request_pool_size"} {
 		if strings.Contains(s, absent) {
 			t.Errorf("has %q:\n%s", absent, s)
 		}
@@ -352,7 +352,7 @@ func TestStream(t *testing.T) {
 	stream, http, ok := strings.Cut(snip, "# --- http{} level")
 	if !ok || !strings.Contains(stream, "# --- stream{} level") || !strings.Contains(stream, "upstream wsgate_ws {") ||
 		!strings.Contains(stream, "proxy_protocol on;") || !strings.Contains(http, "upstream wsgate_push_1 {") ||
-		strings.Contains(snip, "stream {\n") || strings.Contains(snip, "location /ws") || strings.Contains(snip, "load_module") {
+		strings.Contains(snip, "stream {\n") || strings.Contains(snip, "location = /ws {") || strings.Contains(snip, "load_module") {
 		t.Errorf("snippets:\n%s", snip)
 	}
 	if l, err := Location(&c); err != nil || l != "" {
@@ -386,7 +386,7 @@ func TestStreamPush(t *testing.T) {
 			t.Errorf("stream{} lacks %q:\n%s", d, stream)
 		}
 	}
-	for _, d := range []string{"map $http_upgrade $wsgate_connection_upgrade {", "upstream wsgate_ws {", "location /ws {", "location = / {"} {
+	for _, d := range []string{"map $http_upgrade $wsgate_connection_upgrade {", "upstream wsgate_ws {", "location = /ws {", "location = / {"} {
 		if !strings.Contains(http, d) {
 			t.Errorf("http{} lacks %q:\n%s", d, http)
 		}
