@@ -96,8 +96,8 @@ type client struct {
 	writing   bool        // a writer goroutine owns the write side
 	closing   bool        // a close is queued or sent, or the reader ended: no more pushes
 	closeSent bool        // a close frame is being written, or was (once only)
-	closeLost bool        // its write failed: the client never gets it
-	closeCode int         // the code we sent, if closeSent and not closeLost
+	closeDone bool        // and was written whole: the client can get it
+	closeCode int         // the code we sent, if closeDone
 	closeText string      // and its reason
 	grace     *time.Timer // cuts the connection closeGrace after closeSent
 	done      bool
@@ -299,11 +299,14 @@ func (c *client) sendClose(payload []byte) {
 	deadline := time.Now().Add(closeGrace)
 	err := c.ws.write(opClose, payload, deadline) // a stuck writer makes this time out
 	c.mu.Lock()
-	c.closeLost = err != nil
-	if !c.done {
+	c.closeDone = err == nil
+	if !c.done && err == nil {
 		c.grace = time.AfterFunc(closeGrace, c.cut)
 	}
 	c.mu.Unlock()
+	if err != nil {
+		c.cut() // no answer can come to a close that never went out
+	}
 }
 
 // readBufs are the buffers client reads go through, one per read under way.
@@ -464,7 +467,7 @@ func (c *client) finish(readErr error) (int, string) {
 	c.mu.Lock()
 	c.closing, c.done = true, true
 	code, reason := c.closeCode, c.closeText
-	sent := c.closeSent && !c.closeLost
+	sent := c.closeDone
 	grace := c.grace
 	c.mu.Unlock()
 	c.keepalive.Stop()

@@ -51,14 +51,15 @@ func TestSlowClientClose(t *testing.T) {
 	// kernel's socket buffers, a few hundred KiB at most.
 	accepted := pushUntilFull(t, ts, id, 200)
 	t.Logf("accepted %d × 64 KiB before 503", accepted)
-	eventually(t, "slow client closed", func() bool {
-		return ts.Connections() == 0 && metricValue(t, ts, "wsgate_send_queue_messages") == 0
+	eventually(t, "slow client closed and counted", func() bool {
+		return ts.Connections() == 0 && metricValue(t, ts, "wsgate_send_queue_messages") == 0 &&
+			metricValue(t, ts, `wsgate_disconnects_total{code="1006"}`)+metricValue(t, ts, `wsgate_disconnects_total{code="1008"}`) == 1
 	})
 	if s := ts.pushText(t, id, "late"); s != 404 {
 		t.Fatalf("push to the closed slow client: %d, want 404", s)
 	}
 	// Every accepted push was either written or counted as undelivered:
-	// the close went out ahead of a full queue.
+	// the client was closed ahead of a full queue.
 	sent, undelivered := metricValue(t, ts, "wsgate_messages_sent_total"), metricValue(t, ts, "wsgate_messages_undelivered_total")
 	if undelivered < 1 || sent+undelivered != float64(accepted) {
 		t.Errorf("accepted %d, written %v, undelivered %v", accepted, sent, undelivered)
