@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -432,15 +433,18 @@ func (e fieldErrors) err(name string, lines map[string]int) error {
 		return nil
 	}
 	line := func(fe fieldError) (int, bool) {
-		for _, k := range append([]string{fe.key}, fe.related...) {
+		keys := append([]string{fe.key}, fe.related...)
+		for _, k := range keys {
 			if l, ok := lines[k]; ok {
 				return l, true
 			}
 		}
-		for k := fe.key; strings.Contains(k, "."); {
-			k = k[:strings.LastIndex(k, ".")]
-			if l, ok := lines[k]; ok {
-				return l, true
+		for _, k := range append(slices.Clone(fe.related), fe.key) {
+			for strings.Contains(k, ".") {
+				k = k[:strings.LastIndex(k, ".")]
+				if l, ok := lines[k]; ok {
+					return l, true
+				}
 			}
 		}
 		return 0, false

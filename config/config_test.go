@@ -189,6 +189,7 @@ func TestParseErrors(t *testing.T) {
 		{"[websocket]\nping_interval = \"7m\"", "t.toml:2: websocket.idle_timeout: 6m0s must be longer than websocket.ping_interval"},
 		{"\n[push]\nmax_body = \"8MiB\"", "t.toml:3: websocket.send_queue_bytes:"},
 		{"push = {bogus = 1}", "t.toml:1: push.bogus: unknown key"},
+		{"push = {max_body = \"8MiB\"}\n[websocket]\nslow_client = \"drop\"", "t.toml:1: websocket.send_queue_bytes:"},
 		{"[nginx]\nworker_shutdown_timeout = \"-1s\"", "t.toml:2: nginx.worker_shutdown_timeout:"},
 		{"[nginx]\nworker_shutdown_timeout = \"1500ms\"", "t.toml:2: nginx.worker_shutdown_timeout:"},
 		{"[nginx]\nworker_shutdown_timeout = \"25h\"", "t.toml:2: nginx.worker_shutdown_timeout:"},
