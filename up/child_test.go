@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -68,11 +69,26 @@ func TestOpenToOthers(t *testing.T) {
 
 // stop must never signal by a pid the child no longer owns: once the child
 // has been reaped its pid (and so its process group id) may belong to
-// another process. Forces the reuse with ns_last_pid (root only).
+// another process. Forces the reuse with ns_last_pid, in a pid namespace
+// of its own (root only), so as not to steer the machine's other pids.
 func TestStopDoesNotSignalReusedPID(t *testing.T) {
+	const inner = "WSGATE_TEST_PIDNS"
+	if os.Getenv(inner) == "" {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root: a pid namespace and ns_last_pid")
+		}
+		cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc",
+			os.Args[0], "-test.run=^TestStopDoesNotSignalReusedPID$", "-test.v")
+		cmd.Env = append(os.Environ(), inner+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS") {
+			t.Fatalf("in a pid namespace: %v\n%s", err, out)
+		}
+		return
+	}
 	const lastPid = "/proc/sys/kernel/ns_last_pid"
 	if err := os.WriteFile(lastPid, []byte("1000"), 0); err != nil {
-		t.Skip("cannot set ns_last_pid:", err)
+		t.Fatal("cannot set ns_last_pid:", err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// Like nginx in up: not restarted; it dies on its own (a crash), and up

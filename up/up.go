@@ -163,6 +163,8 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 	var runErr error
 	if err := waitListening(ctx, c.Listen[0], filepath.Join(o.StateDir, "nginx.pid"), ngx); err != nil {
 		runErr = err
+	} else if ctx.Err() != nil {
+		log.Info("stopping before nginx was up")
 	} else {
 		// A SIGHUP before now is dropped: nginx has just read its config,
 		// and might not yet handle the signal.

@@ -11,9 +11,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // A SIGHUP that arrives while up is still starting (nginx started but not
@@ -28,7 +31,7 @@ func TestSIGHUPDuringStartup(t *testing.T) {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		err := Run(ctx, &c, Options{Binary: filepath.Join(dir, "fake-sidecar"), StateDir: dir,
-			Out: io.Discard, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+			Out: os.Stdout, Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 		if err != nil {
 			os.Exit(3)
 		}
@@ -45,7 +48,8 @@ func TestSIGHUPDuringStartup(t *testing.T) {
 	write("fake-sidecar", "exec sleep 60\n")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSIGHUPDuringStartup$")
 	cmd.Env = append(os.Environ(), "WSGATE_UP_HUP_HELPER="+dir)
-	cmd.Stderr = os.Stderr
+	var stdout wstest.Output
+	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +83,9 @@ func TestSIGHUPDuringStartup(t *testing.T) {
 	case err := <-done:
 		if err != nil {
 			t.Fatalf("up did not stop cleanly on SIGTERM: %v", err)
+		}
+		if strings.Contains(stdout.String(), "wsgate is up") {
+			t.Errorf("up, stopped before nginx listened, printed its banner:\n%s", stdout.String())
 		}
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
