@@ -406,14 +406,7 @@ func TestPushAcrossSidecarCrash(t *testing.T) {
 func TestNginxReloadKeepsClients(t *testing.T) {
 	g := startUp(t, 2, "127.0.0.1", "")
 	c, welcome := mustDial(t, g.clientWS, "")
-	master := 0
-	for pid, line := range g.pids() {
-		if strings.Contains(line, "nginx") && strings.Contains(line, " -p ") {
-			master = pid
-		}
-	}
-	workersBefore := childrenOf(g, master)
-	g.cmd.Process.Signal(syscall.SIGHUP)
+	master, workersBefore := reload(g)
 	waitFor(t, 20*time.Second, "new nginx workers", func() bool {
 		for pid := range childrenOf(g, master) {
 			if _, old := workersBefore[pid]; !old {
@@ -438,14 +431,7 @@ func TestNginxReloadKeepsClients(t *testing.T) {
 func TestNginxReloadBoundsOldWorkers(t *testing.T) {
 	g := startUp(t, 1, "127.0.0.1", "[nginx]\nworker_shutdown_timeout = \"1s\"\n")
 	c, _ := mustDial(t, g.clientWS, "")
-	master := 0
-	for pid, line := range g.pids() {
-		if strings.Contains(line, "nginx") && strings.Contains(line, " -p ") {
-			master = pid
-		}
-	}
-	workersBefore := childrenOf(g, master)
-	g.cmd.Process.Signal(syscall.SIGHUP)
+	master, workersBefore := reload(g)
 	waitFor(t, 30*time.Second, "the old nginx workers to exit", func() bool {
 		for pid := range workersBefore {
 			if _, alive := childrenOf(g, master)[pid]; alive {
@@ -459,6 +445,19 @@ func TestNginxReloadBoundsOldWorkers(t *testing.T) {
 		t.Fatalf("the client of an old worker: %v, want its connection closed (1006)", err)
 	}
 	mustDial(t, g.clientWS, "")
+}
+
+// reload sends up the SIGHUP that reloads nginx and returns nginx's master
+// and the workers it had before.
+func reload(g *gateway) (master int, workers map[int]string) {
+	for pid, line := range g.pids() {
+		if strings.Contains(line, "nginx") && strings.Contains(line, " -p ") {
+			master = pid
+		}
+	}
+	workers = childrenOf(g, master)
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	return master, workers
 }
 
 func childrenOf(g *gateway, parent int) map[int]string {
