@@ -284,7 +284,7 @@ func closePayload(p []byte) error {
 		return &protocolError{websocket.CloseProtocolError, "invalid close code"}
 	}
 	if !utf8.Valid(p[2:]) {
-		return &protocolError{websocket.CloseProtocolError, "close reason not UTF-8"}
+		return &protocolError{websocket.CloseInvalidFramePayloadData, "close reason not UTF-8"} // RFC 6455 §7.4.1
 	}
 	return &peerClose{code: code, text: string(p[2:])}
 }

@@ -226,8 +226,10 @@ func frameCases() []frameCase {
 			want:   ev(textMsg("a")), err: closeOutcome(1005, "")},
 		{name: "close of 1 byte", stream: frame(true, opClose, "\x03"), err: e1002,
 			gorilla: closeOutcome(1005, "")}, // gorilla reads it as no code
-		{name: "close reason not UTF-8", stream: clientFrame(true, opClose, closeBody(1000, "\xff\xfe"), m1), err: e1002},
-		{name: "close reason truncated UTF-8", stream: clientFrame(true, opClose, closeBody(1000, "é"[:1]), m1), err: e1002},
+		{name: "close reason not UTF-8", stream: clientFrame(true, opClose, closeBody(1000, "\xff\xfe"), m1), err: e1007,
+			gorilla: e1002}, // RFC 6455 §7.4.1 names 1007; gorilla says 1002
+		{name: "close reason truncated UTF-8", stream: clientFrame(true, opClose, closeBody(1000, "é"[:1]), m1), err: e1007,
+			gorilla: e1002},
 
 		{name: "unmasked frame", stream: []byte{0x81, 0x02, 'h', 'i'}, err: e1002},
 		{name: "unmasked after a message", stream: slices.Concat(frame(true, opText, "a"), []byte{0x82, 0x00}),
