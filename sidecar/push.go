@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -90,9 +92,19 @@ func readPushBody(r *http.Request, max int64) ([]byte, *pushError) {
 		}
 	}
 	if err != nil {
-		return nil, &pushError{http.StatusBadRequest, "reading body: " + err.Error()}
+		return nil, bodyError(err)
 	}
 	return body, nil
+}
+
+// bodyError is the answer to a body that could not be read, without the
+// network addresses (the socket's path) of the error.
+func bodyError(err error) *pushError {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	return &pushError{http.StatusBadRequest, "reading body: " + err.Error()}
 }
 
 // pushFrame is the frame of a pushed body of that kind; text must be valid
@@ -183,11 +195,7 @@ func (s *Server) push(r *http.Request, id string, arrived int64) *pushError {
 	if err != nil {
 		return err
 	}
-	f, err := pushFrame(pushKind(r.Header.Get("Content-Type")), body, arrived)
-	if err != nil {
-		return err
-	}
-	return s.deliver(c, f)
+	return s.deliverPush(c, r.Header.Get("Content-Type"), body, arrived)
 }
 
 // target finds the client a POST or a DELETE to id is for; a DELETE it

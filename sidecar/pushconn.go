@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -232,6 +233,9 @@ func (l *pushListener) serve(c net.Conn) {
 			if end > start {
 				if first.IsZero() {
 					first = time.Now()
+					if !served {
+						first = accepted // net/http times a connection's first request from accept
+					}
 					l.setState(c, connState{busy: true})
 				}
 				if req, n, res = parseFastPush(buf[start:end], s.location, s.maxBody); res != needMore {
@@ -252,13 +256,17 @@ func (l *pushListener) serve(c net.Conn) {
 			}
 			m, err := c.Read(buf[end:])
 			end += m
+			if err == io.EOF && end > start {
+				l.handOver(c, buf[start:end], time.Time{}) // net/http answers a cut header 400
+				return
+			}
 			if err != nil {
 				closeConn(false) // EOF, a timeout, or closed at shutdown
 				return
 			}
 		}
 		if res == notFast {
-			l.handOver(c, buf[start:end])
+			l.handOver(c, buf[start:end], first.Add(t.header))
 			return
 		}
 		arrived := s.now()
@@ -268,14 +276,22 @@ func (l *pushListener) serve(c net.Conn) {
 		if int64(start-n) < req.contentLength {
 			readDL.move(first.Add(t.read), t.read)
 		}
-		var err *pushError
-		body, rerr := readBody(c, req.contentLength, buf[n:start])
-		if rerr != nil {
-			err = &pushError{http.StatusBadRequest, "reading body: " + rerr.Error()}
+		// The client first, as net/http's path does: a body nobody is
+		// to get is read and dropped, not held, and answered the same.
+		target, err := s.target(req.method, req.id)
+		if target != nil {
+			body, rerr := readBody(c, req.contentLength, buf[n:start])
+			if rerr != nil {
+				err, req.close = bodyError(rerr), true
+			} else {
+				err = s.deliverPush(target, req.contentType, body, arrived)
+			}
+		} else if rest := req.contentLength - int64(start-n); rest > maxDrain {
 			req.close = true
-		}
-		if err == nil {
-			err = s.fastPush(&req, body, arrived)
+		} else if rest > 0 {
+			if _, derr := io.CopyN(io.Discard, c, rest); derr != nil {
+				req.close = true
+			}
 		}
 		s.pushed(req.id, err)
 		closing := req.close || s.stopping.Load()
@@ -307,9 +323,9 @@ func (d *lazyDeadline) move(to time.Time, timeout time.Duration) {
 // handOver gives c, with what was read of its next request, to net/http,
 // whose ConnState hook takes it off the fast path's books (forget); once
 // net/http closed the listener (shutdown), c is closed instead.
-func (l *pushListener) handOver(c net.Conn, read []byte) {
+func (l *pushListener) handOver(c net.Conn, read []byte, hdrDeadline time.Time) {
 	select {
-	case l.handoff <- &prefixConn{Conn: c, pending: read}:
+	case l.handoff <- &prefixConn{Conn: c, pending: read, clamp: hdrDeadline}:
 	case <-l.closed:
 		c.Close()
 		l.forget(c)
@@ -320,6 +336,17 @@ func (l *pushListener) handOver(c net.Conn, read []byte) {
 type prefixConn struct {
 	net.Conn
 	pending []byte
+	clamp   time.Time // net/http's header deadline may not pass the fast path's
+}
+
+func (c *prefixConn) SetReadDeadline(t time.Time) error {
+	if !c.clamp.IsZero() {
+		if t.IsZero() || t.After(c.clamp) {
+			t = c.clamp
+		}
+		c.clamp = time.Time{}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {
@@ -339,13 +366,10 @@ func (c *prefixConn) CloseWrite() error {
 	return nil
 }
 
-// fastPush carries out a push the fast path read; nil means 204.
-func (s *Server) fastPush(req *fastPush, body []byte, arrived int64) *pushError {
-	c, err := s.target(req.method, req.id)
-	if c == nil {
-		return err
-	}
-	f, err := pushFrame(pushKind(req.contentType), body, arrived)
+// deliverPush queues a pushed body for c, as the frame its Content-Type
+// says; nil means 204.
+func (s *Server) deliverPush(c *client, contentType string, body []byte, arrived int64) *pushError {
+	f, err := pushFrame(pushKind(contentType), body, arrived)
 	if err != nil {
 		return err
 	}
