@@ -263,6 +263,14 @@ func TestFastPathUnknownClientBody(t *testing.T) {
 	if status, _, body, closing := p.answerClosing(t); status != 404 || !closing {
 		t.Errorf("%d %q closing %v, want 404 and the connection closed", status, body, closing)
 	}
+	// A header cut by the end of the connection: net/http's 400, not
+	// silence.
+	p = ts.rawPush(t)
+	p.send(t, "POST /ws/AAAAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: push\r\n")
+	p.Conn.(*net.UnixConn).CloseWrite()
+	if status, _, body, _ := p.answerClosing(t); status != 400 {
+		t.Errorf("a header cut short: %d %q, want 400", status, body)
+	}
 }
 
 // What net/http tolerates, the fast path does too: CR and LF after a
