@@ -56,16 +56,23 @@ func parseFastPush(b []byte, location string, maxBody int64) (req fastPush, n in
 		}
 		i += 1 + j
 	}
-	if end < 0 {
-		if len(b) >= maxFastHeader {
-			return req, 0, notFast
-		}
-		return req, 0, needMore
-	}
-	if end+4 > maxFastHeader {
+	// The lines to check: the header's, or before its end has come, the
+	// lines whole so far, so that a request net/http would refuse at once
+	// goes to it at once, not when the header timeout ends it.
+	var lines []byte
+	switch {
+	case end < 0 && len(b) >= maxFastHeader, end+4 > maxFastHeader:
 		return req, 0, notFast
+	case end >= 0:
+		lines = b[:end+2]
+	default:
+		k := bytes.LastIndex(b, []byte("\r\n"))
+		if k < 0 {
+			return req, 0, needMore
+		}
+		lines = b[:k+2]
 	}
-	line, rest, _ := bytes.Cut(b[:end+2], []byte("\r\n")) // every line with its CRLF
+	line, rest, _ := bytes.Cut(lines, []byte("\r\n")) // every line with its CRLF
 
 	// Request line: POST|DELETE SP path SP HTTP/1.1
 	method, line, ok := bytes.Cut(line, []byte(" "))
@@ -147,6 +154,8 @@ func parseFastPush(b []byte, location string, maxBody int64) (req fastPush, n in
 		}
 	}
 	switch {
+	case end < 0:
+		return req, 0, needMore
 	case !host:
 		return req, 0, notFast // net/http answers 400
 	case req.method == "POST" && (!length || req.contentLength > maxBody):

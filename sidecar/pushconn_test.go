@@ -271,6 +271,13 @@ func TestFastPathUnknownClientBody(t *testing.T) {
 	if status, _, body, _ := p.answerClosing(t); status != 400 {
 		t.Errorf("a header cut short: %d %q, want 400", status, body)
 	}
+	// A request line net/http refuses: its 400 at once, the connection
+	// still open, not silence until the header timeout.
+	p = ts.rawPush(t)
+	p.send(t, "BAD\r\n")
+	if status, _, body, _ := p.answerClosing(t); status != 400 {
+		t.Errorf("a bad request line: %d %q, want 400", status, body)
+	}
 }
 
 // What net/http tolerates, the fast path does too: CR and LF after a
