@@ -70,7 +70,7 @@ type Upstream struct {
 	ForwardHeaders []string `toml:"forward_headers"` // request headers connect forwards
 	Concurrency    int      `toml:"concurrency"`     // requests in flight per sidecar
 	OnError        string   `toml:"on_error"`        // connect failing: "refuse" (502/504) or "allow"
-	MessageQueue   int      `toml:"message_queue"`   // client messages waiting per client; more closes it with 1013
+	MessageQueue   int      `toml:"message_queue"`   // client messages waiting per client; when full, that client's reading pauses
 }
 
 // Auth makes nginx check each WebSocket handshake with auth_request.

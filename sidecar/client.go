@@ -419,7 +419,11 @@ func (c *client) tick() {
 		c.mu.Unlock()
 		return
 	}
-	closeIt, ping, next := keepalive(now, c.lastRecv.Load(), c.lastSend.Load(), c.lastPing.Load(), int64(s.pingInterval), int64(s.idleTimeout))
+	recv := c.lastRecv.Load()
+	if c.outbox.waiting.Load() { // reading paused for the upstream
+		recv = now
+	}
+	closeIt, ping, next := keepalive(now, recv, c.lastSend.Load(), c.lastPing.Load(), int64(s.pingInterval), int64(s.idleTimeout))
 	if closeIt {
 		c.closeNow(closeIdle, "idle timeout")
 		return

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -42,6 +43,7 @@ type outbox struct {
 	sending bool          // a sender goroutine owns the outbox
 	closed  bool          // the client is being closed for the upstream's sake: take no more messages
 	room    chan struct{} // made by a reader waiting for room, closed by the sender
+	waiting atomic.Bool   // the reader waits for room
 }
 
 // message queues a client message. While the client's outbox is full the
@@ -66,12 +68,16 @@ func (u *upstream) message(c *client, kind int, data []byte) {
 		}
 		room := o.room
 		o.mu.Unlock()
+		o.waiting.Store(true) // not idle: keepalive does not close it
 		select {
 		case <-room:
 		case <-u.ctx.Done():
+			o.waiting.Store(false)
 			u.m.dropped.WithLabelValues("closed").Inc()
 			return
 		}
+		o.waiting.Store(false)
+		c.lastRecv.Store(u.srv.now())
 	}
 }
 
@@ -142,6 +148,8 @@ func (u *upstream) sendMessage(c *client, e event) {
 		}
 	case err == nil && rep.status < 500:
 		u.m.dropped.WithLabelValues("refused").Inc()
+	case u.ctx.Err() != nil: // abandoned at the shutdown deadline
+		u.m.dropped.WithLabelValues("closed").Inc()
 	default:
 		u.m.dropped.WithLabelValues("upstream_error").Inc()
 		if !u.allow {
@@ -205,7 +213,7 @@ func (u *upstream) sendDisconnect(c *client, e event) {
 func percentEncode(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '%' {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '%' || c == ' ' && (i == 0 || i == len(s)-1) {
 			b.WriteString("%" + strings.ToUpper(strconv.FormatUint(uint64(c)|0x100, 16)[1:]))
 		} else {
 			b.WriteByte(c)

@@ -16,6 +16,10 @@ import (
 	"github.com/wsgate/wsgate/config"
 )
 
+// maxDrainReply bounds what is read and dropped of a reply longer than
+// wanted, to keep its connection.
+const maxDrainReply = 64 << 10
+
 // maxRefusalBody bounds the body of a connect refusal passed on to the client.
 const maxRefusalBody = 64 << 10
 
@@ -108,6 +112,10 @@ func (u *upstream) header(id string) http.Header {
 		"User-Agent":      {"wsgate"},
 		"Wsgate-Id":       {id},
 		"Wsgate-Push-Url": {strings.Join(u.srv.welcome.urls(id), ",")},
+		// Replayable for net/http: resent once on a new connection when a
+		// kept-alive one was closed by the backend as we sent on it (an
+		// empty value is not sent).
+		"Idempotency-Key": nil,
 	}
 }
 
@@ -160,6 +168,8 @@ func (u *upstream) roundTrip(ctx context.Context, event string, h http.Header, b
 	rep := reply{status: resp.StatusCode, header: resp.Header, body: b}
 	if int64(len(b)) > limit {
 		rep.body, rep.truncated = b[:limit], true
+		// Read what is left (bounded) so that the connection is reused.
+		io.CopyN(io.Discard, resp.Body, maxDrainReply)
 	}
 	return rep, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -572,6 +573,7 @@ func counterValue(c prometheus.Counter) float64 {
 func TestPercentEncode(t *testing.T) {
 	for in, want := range map[string]string{
 		"": "", "going away": "going away", "100%": "100%25", "ü\n": "%C3%BC%0A", "\x7f": "%7F",
+		"  bye\t": "%20 bye%09", " ": "%20", // spaces at the ends, which HTTP strips from a value
 	} {
 		if got := percentEncode(in); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
@@ -777,6 +779,153 @@ func TestPushAtConnectFitsTheQueue(t *testing.T) {
 				if _, msg := wstest.ReadMessage(t, ws); !bytes.Equal(msg, want) {
 					t.Fatalf("got %d bytes, want %d", len(msg), len(want))
 				}
+			}
+		})
+	}
+}
+
+// Kept-alive connections to the backend are kept: a reply longer than
+// wanted (disconnect reads none of it) is read to its end, not dropped
+// with its connection.
+func TestUpstreamKeepsConnections(t *testing.T) {
+	var conns atomic.Int32
+	events := make(chan struct{}, 10)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok, noted")
+		events <- struct{}{}
+	}))
+	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	ts := upstreamServer(t, &testapp.App{URL: srv.URL + "/events"}, func(u *config.Upstream) { u.Events = []string{"disconnect"} })
+	for i := 0; i < 5; i++ {
+		c, _ := ts.connect(t)
+		c.Close()
+		<-events
+		time.Sleep(20 * time.Millisecond) // the reply read, the connection back in the pool
+	}
+	if n := conns.Load(); n > 2 {
+		t.Errorf("%d connections for 5 disconnects answered with a body, want them kept alive", n)
+	}
+}
+
+// A kept-alive connection the backend closes as a request goes out on it
+// (a backend's idle timeout, 5 s in Node, 2 s in gunicorn) is no upstream
+// error: the request is sent again, once, on a new connection.
+func TestUpstreamResendsOnClosedKeepAlive(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var messages atomic.Int32
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // answers one request per connection, then closes it at the next
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				for i := 0; ; i++ {
+					r, err := http.ReadRequest(br)
+					if err != nil || i > 0 {
+						return
+					}
+					io.Copy(io.Discard, r.Body)
+					if r.Header.Get("Wsgate-Event") == "message" {
+						messages.Add(1)
+					}
+					io.WriteString(conn, "HTTP/1.1 204 No Content\r\n\r\n")
+				}
+			}()
+		}
+	}()
+	ts := upstreamServer(t, &testapp.App{URL: "http://" + l.Addr().String() + "/events"}, func(u *config.Upstream) {
+		u.Events = []string{"connect", "message"}
+	})
+	c, _ := ts.connect(t)
+	for i := 0; i < 3; i++ {
+		if err := c.WriteMessage(websocket.TextMessage, []byte("m")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the message at the backend", func() bool { return messages.Load() == int32(i+1) })
+	}
+	if v := metricValue(t, ts, `wsgate_upstream_errors_total{event="message",reason="unreachable"}`); v != 0 || ts.Connections() != 1 {
+		t.Errorf("%v upstream errors, %d clients: want the messages resent, the client kept", v, ts.Connections())
+	}
+}
+
+// A client whose messages wait for a slow backend (its reader paused, its
+// pongs unread) is not idle: it is not closed at idle_timeout.
+func TestUpstreamSlowBackendIsNotIdle(t *testing.T) {
+	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+		if e.Kind() == "message" {
+			time.Sleep(700 * time.Millisecond)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	ts := newTestServer(t, func(c *config.Config) {
+		c.Upstream.URL = b.URL
+		c.Upstream.MessageQueue = 1
+		c.WebSocket.PingInterval = config.Duration(150 * time.Millisecond)
+		c.WebSocket.IdleTimeout = config.Duration(500 * time.Millisecond)
+	})
+	c, id := ts.connect(t)
+	b.Next(t) // connect
+	go func() { // reading answers pings
+		for _, _, err := c.ReadMessage(); err == nil; _, _, err = c.ReadMessage() {
+		}
+	}()
+	for i := 0; i < 4; i++ { // the reader waits for room from the third on
+		c.WriteMessage(websocket.TextMessage, []byte{'0' + byte(i)})
+	}
+	for i := 0; i < 4; i++ {
+		if e := b.Next(t); e.Kind() != "message" {
+			t.Fatalf("event %d: %s, want the message", i, e.Kind())
+		}
+	}
+	if s := ts.pushText(t, id, "still here"); s != 204 {
+		t.Fatalf("push after the slow messages: %d, want 204 (closed as idle while the backend was slow?)", s)
+	}
+}
+
+// Messages abandoned at the shutdown deadline are dropped as "closed",
+// whatever on_error says, not counted as upstream errors.
+func TestUpstreamShutdownDropsAsClosed(t *testing.T) {
+	for _, policy := range []string{"refuse", "allow"} {
+		t.Run(policy, func(t *testing.T) {
+			hold := make(chan struct{})
+			t.Cleanup(func() { close(hold) })
+			b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+				if e.Kind() == "message" {
+					select {
+					case <-hold:
+					case <-r.Context().Done():
+					}
+				}
+			})
+			ts := newTestServer(t, func(c *config.Config) {
+				c.Upstream.URL = b.URL
+				c.Upstream.OnError = policy
+				c.Upstream.Timeout = config.Duration(time.Minute)
+				c.ShutdownTimeout = config.Duration(300 * time.Millisecond)
+			})
+			c, _ := ts.connect(t)
+			b.Next(t)
+			for i := 0; i < 5; i++ {
+				c.WriteMessage(websocket.TextMessage, []byte("m"))
+			}
+			eventually(t, "4 queued, 1 at the backend", func() bool { return metricValue(t, ts, "wsgate_upstream_queue_events") == 4 })
+			ts.shutdown(t)
+			if closed, failed := counterValue(ts.up.m.dropped.WithLabelValues("closed")), counterValue(ts.up.m.dropped.WithLabelValues("upstream_error")); closed != 5 || failed != 0 {
+				t.Errorf("dropped: closed %v, upstream_error %v; want 5 and 0", closed, failed)
 			}
 		})
 	}
