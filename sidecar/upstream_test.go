@@ -878,7 +878,7 @@ func TestUpstreamSlowBackendIsNotIdle(t *testing.T) {
 		c.WebSocket.IdleTimeout = config.Duration(500 * time.Millisecond)
 	})
 	c, id := ts.connect(t)
-	b.Next(t) // connect
+	b.Next(t)   // connect
 	go func() { // reading answers pings
 		for _, _, err := c.ReadMessage(); err == nil; _, _, err = c.ReadMessage() {
 		}
