@@ -44,6 +44,7 @@ func (s *Server) acceptWS(l net.Listener) error {
 		}
 		conn = newRawConn(conn)
 		s.handshaking.Add(1)
+		s.clients.Add(1) // until the client ends, or the handshake fails
 		s.pending.Store(conn, nil)
 		go func() {
 			// Once upgraded, this goroutine writes the welcome (and
@@ -52,6 +53,8 @@ func (s *Server) acceptWS(l net.Listener) error {
 			// cuts at its deadline, no longer a handshake it waits for.
 			if c := s.handshake(conn); c != nil {
 				c.writeLoop()
+			} else {
+				s.clients.Done()
 			}
 		}()
 	}

@@ -284,6 +284,15 @@ func (c *client) closeNow(code int, reason string) {
 	c.sendClose(websocket.FormatCloseMessage(code, reason))
 }
 
+// markClosing takes no more pushes; it reports whether c was not closing yet.
+func (c *client) markClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	was := c.closing
+	c.closing = true
+	return !was
+}
+
 // sendClose writes a close frame once and gives the client closeGrace to
 // answer it; the reader then ends and finish closes the socket.
 func (c *client) sendClose(payload []byte) {

@@ -257,9 +257,9 @@ func (s *Server) deliver(c *client, f frame) *pushError {
 		return errNoClient
 	case full:
 		s.metrics.drops.WithLabelValues("queue_full").Inc()
-		if !s.dropSlow {
+		if !s.dropSlow && c.markClosing() { // once per client, however many pushes find it full
 			s.metrics.slowCloses.Inc()
-			go c.closeNow(closeSlow, "slow client")
+			go c.sendClose(websocket.FormatCloseMessage(closeSlow, "slow client"))
 		}
 		return errFull
 	}

@@ -193,7 +193,7 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	if s.up != nil {
 		context.AfterFunc(deadline, s.up.cancel) // what the upstream still has then is abandoned
 	}
-	s.waitHandshakes(deadline)
+	go s.waitHandshakes(deadline) // a handshake ends by the deadline; its client closes itself (stopping)
 	for busy.count()+pushes.busy() > 0 && deadline.Err() == nil {
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -296,7 +296,6 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 	// A handshake accepted while shutdown begins is still welcomed (and
 	// then closed with 1012, below): answering 503 would reach the client
 	// through nginx as a refused connection.
-	s.clients.Add(1)
 	id := newID()
 	start := time.Now()
 	var greeting *frame
@@ -311,14 +310,12 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 			close(done)
 		}()
 		if greeting, connected = s.up.connect(w, r, id); !connected {
-			s.clients.Done()
 			return nil // refused by the upstream
 		}
 	}
 	// fail ends a handshake that failed after connect was accepted, which
 	// must still be paired with a disconnect.
 	fail := func() *client {
-		s.clients.Done()
 		if connected && s.up.onDisconnect {
 			s.up.disconnect(&client{id: id, srv: s, start: start}, closeAbnormal, "")
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -468,4 +469,74 @@ func TestMetricsCount(t *testing.T) {
 	eventually(t, "disconnect counted", func() bool {
 		return metricValue(t, ts, `wsgate_disconnects_total{code="1000"}`) == 1
 	})
+}
+
+// A handshake still under way at shutdown (its request trickling in, or
+// its connect at a slow backend) holds up no one: the clients connected
+// already are closed with 1012 behind what was queued for them, not cut
+// at the deadline.
+func TestShutdownDoesNotWaitForHandshakes(t *testing.T) {
+	t.Run("request trickling", func(t *testing.T) {
+		ts := newTestServer(t, func(c *config.Config) { c.ShutdownTimeout = config.Duration(time.Second) })
+		c, id := ts.connect(t)
+		stall, err := net.Dial("unix", ts.wsPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stall.Close()
+		io.WriteString(stall, "GET /ws HTTP/1.1\r\nHost: wsgate\r\n") // the rest never comes
+		eventually(t, "the handshake accepted", func() bool {
+			n := 0
+			ts.pending.Range(func(any, any) bool { n++; return true })
+			return n == 1
+		})
+		shutdownGets1012(t, ts, c, id)
+	})
+	t.Run("connect at a slow backend", func(t *testing.T) {
+		slow := make(chan struct{})
+		defer close(slow)
+		var connects atomic.Int32
+		b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
+			if connects.Add(1) > 1 {
+				select {
+				case <-slow:
+				case <-r.Context().Done():
+				}
+			}
+			w.WriteHeader(http.StatusNoContent)
+		})
+		ts := newTestServer(t, func(c *config.Config) {
+			c.ShutdownTimeout = config.Duration(time.Second)
+			c.Upstream.URL = b.URL
+			c.Upstream.Events = []string{"connect"}
+		})
+		c, id := ts.connect(t)
+		b.Next(t)
+		conn, err := net.Dial("unix", ts.wsPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		io.WriteString(conn, upgradeRequest+"\r\n")
+		b.Next(t) // its connect is at the backend
+		shutdownGets1012(t, ts, c, id)
+	})
+}
+
+// shutdownGets1012 pushes 3 messages to c, shuts ts down, and checks that
+// c gets them and then 1012.
+func shutdownGets1012(t *testing.T, ts *testServer, c *websocket.Conn, id string) {
+	t.Helper()
+	for i := 0; i < 3; i++ {
+		ts.pushText(t, id, strconv.Itoa(i))
+	}
+	ts.shutdown(t)
+	for i := 0; i < 3; i++ {
+		if _, msg := wstest.ReadMessage(t, c); string(msg) != strconv.Itoa(i) {
+			t.Fatalf("message %d: %q", i, msg)
+		}
+	}
+	if code, err := wstest.CloseCode(c); code != websocket.CloseServiceRestart {
+		t.Fatalf("closed with %d (%v), want 1012", code, err)
+	}
 }

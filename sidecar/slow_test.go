@@ -133,3 +133,19 @@ func TestSendQueueBytesBound(t *testing.T) {
 	accepted := pushUntilFull(t, ts, id, 200)
 	t.Logf("accepted %d × 64 KiB before 503", accepted)
 }
+
+// A slow client is closed once, and counted once, however many pushes
+// find its queue full before the close is under way.
+func TestSlowClientCountedOnce(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.WebSocket.SendQueue = 1
+		c.WebSocket.SlowClient = "close"
+	})
+	_, id := ts.connect(t) // never reads
+	line := fmt.Sprintf("{\"id\":%q,\"text\":%q}\n", id, strings.Repeat("x", 60<<10))
+	tiny := fmt.Sprintf("{\"id\":%q,\"text\":\"x\"}\n", id)
+	ts.batch(t, strings.Repeat(line, 20)+strings.Repeat(tiny, 2000))
+	if n := metricValue(t, ts, "wsgate_slow_client_closes_total"); n != 1 {
+		t.Fatalf("one slow client, slow_client_closes_total %v", n)
+	}
+}
