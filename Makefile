@@ -71,6 +71,7 @@ fuzz:
 	$(GO) test ./sidecar -run '^$$' -fuzz '^FuzzUTF8Stream$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./sidecar -run '^$$' -fuzz '^FuzzProxyHeader$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./sidecar -run '^$$' -fuzz '^FuzzFastPush$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./sidecar -run '^$$' -fuzz '^FuzzPushConn$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
 # wsgate against Nchan, side by side on loopback (bench/bench.sh; CLIENTS=,
