@@ -28,8 +28,9 @@ func FuzzPushConn(f *testing.F) {
 	f.Add([]byte("POST /ws/AAAAAAAAAAAAAAAAAAAAAB HTTP/1.1\r\nHost: p\r\nContent-Length: 5\r\n\r\nab")) // no such client
 	f.Add([]byte("BAD\r\n"))
 	timeouts := pushTimeouts{idle: time.Second, header: time.Second, read: time.Second, write: time.Second}
-	ts := newTestServer(f, nil, func(s *Server) { s.pushTimeouts = timeouts })
-	ts.log.t = quietTB{f} // it logs from its goroutines, which may not call f.Log during the fuzzing
+	// The server logs from its goroutines, which may not call f.Log
+	// during the fuzzing.
+	ts := newTestServer(quietTB{f}, nil, func(s *Server) { s.pushTimeouts = timeouts })
 	ws, id := ts.connect(f)
 	refPath := filepath.Join(f.TempDir(), "ref.sock")
 	l, err := net.Listen("unix", refPath)
