@@ -279,6 +279,7 @@ func (l *pushListener) serve(c net.Conn) {
 		// The client first, as net/http's path does: a body nobody is
 		// to get is read and dropped, not held, and answered the same.
 		target, err := s.target(req.method, req.id)
+		unread := false // body left in the socket
 		if target != nil {
 			body, rerr := readBody(c, req.contentLength, buf[n:start])
 			if rerr != nil {
@@ -286,8 +287,8 @@ func (l *pushListener) serve(c net.Conn) {
 			} else {
 				err = s.deliverPush(target, req.contentType, body, arrived)
 			}
-		} else if rest := req.contentLength - int64(start-n); rest > maxDrain {
-			req.close = true
+		} else if rest := req.contentLength - int64(start-n); req.contentLength > maxDrain {
+			req.close, unread = true, rest > 0
 		} else if rest > 0 {
 			if _, derr := io.CopyN(io.Discard, c, rest); derr != nil {
 				req.close = true
@@ -298,7 +299,7 @@ func (l *pushListener) serve(c net.Conn) {
 		out = appendAnswer(out[:0], err, closing)
 		writeDL.move(time.Now().Add(t.write), t.write)
 		if _, werr := c.Write(out); werr != nil || closing {
-			closeConn(werr == nil && (start < end || s.stopping.Load()))
+			closeConn(werr == nil && (start < end || unread || s.stopping.Load()))
 			return
 		}
 		served, afterPost = true, req.method == http.MethodPost

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/internal/wstest"
 )
 
@@ -361,4 +362,24 @@ func unreadBySidecar(t *testing.T, p *rawPush) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// A 404 whose body (over maxDrain) the fast path will not read is still
+// received whole: the connection lingers before it closes, as net/http's
+// does, rather than resetting with the body unread.
+func TestFastPathBigRefusedBodyLingers(t *testing.T) {
+	ts := newTestServer(t, func(c *config.Config) {
+		c.Push.MaxBody = 128 << 20
+		c.Push.MaxBatch = 128 << 20
+		c.WebSocket.SendQueueBytes = 128 << 20
+	})
+	p := ts.rawPush(t)
+	p.send(t, "POST /ws/AAAAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: push\r\nContent-Length: %d\r\n\r\n", 100<<20)
+	go p.Write(make([]byte, 100<<10)) // some of the body, in the socket when the answer goes
+	if status, _, _, closing := p.answerClosing(t); status != 404 || !closing {
+		t.Fatalf("%d closing %v, want 404 and the connection closed", status, closing)
+	}
+	if _, err := p.br.ReadByte(); err != io.EOF {
+		t.Errorf("after the answer: %v, want EOF (a reset loses answers in flight)", err)
+	}
 }

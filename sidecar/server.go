@@ -68,6 +68,7 @@ type Server struct {
 	handshaking sync.WaitGroup // one per connection accepted on ws, until upgraded or refused
 	pending     sync.Map       // those connections (net.Conn), for the shutdown deadline
 	stopping    atomic.Bool
+	cutting     atomic.Bool // the shutdown deadline passed: a client registered now is cut
 }
 
 // Option sets what a Server reports about itself.
@@ -280,6 +281,7 @@ func (s *Server) shutdown(ctx context.Context, pushSrv *http.Server) {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		s.cutting.Store(true)
 		cut := s.reg.snapshot()
 		for _, c := range cut {
 			c.cut()
@@ -364,6 +366,9 @@ func (s *Server) serveWS(w *handshakeResponse, r *http.Request) *client {
 	s.metrics.connects.Inc()
 	if s.stopping.Load() { // shutdown began while we accepted; it may have missed us
 		c.closeQueued(closeServerRestart, "service restart")
+	}
+	if s.cutting.Load() { // and its deadline passed: so may have its cut
+		defer c.cut()
 	}
 	c.debug = s.log.Enabled(r.Context(), levelDebug)
 	if c.debug {

@@ -20,6 +20,10 @@ import (
 // wanted, to keep its connection.
 const maxDrainReply = 64 << 10
 
+// drainTime bounds how long the rest of such a reply is waited for: a
+// reply not done by then costs its connection, not the event's time.
+const drainTime = 100 * time.Millisecond
+
 // maxRefusalBody bounds the body of a connect refusal passed on to the client.
 const maxRefusalBody = 64 << 10
 
@@ -144,6 +148,8 @@ func (u *upstream) roundTrip(ctx context.Context, event string, h http.Header, b
 	case <-ctx.Done():
 		return reply{}, ctx.Err()
 	}
+	ctx, cancel := context.WithCancel(ctx) // also ends a drain that takes too long
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.target, bytes.NewReader(body))
 	if err != nil {
 		return reply{}, err
@@ -169,7 +175,9 @@ func (u *upstream) roundTrip(ctx context.Context, event string, h http.Header, b
 	if int64(len(b)) > limit {
 		rep.body, rep.truncated = b[:limit], true
 		// Read what is left (bounded) so that the connection is reused.
+		stop := time.AfterFunc(drainTime, cancel)
 		io.CopyN(io.Discard, resp.Body, maxDrainReply)
+		stop.Stop()
 	}
 	return rep, nil
 }

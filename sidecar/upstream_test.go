@@ -3,6 +3,7 @@ package sidecar
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -928,5 +929,37 @@ func TestUpstreamShutdownDropsAsClosed(t *testing.T) {
 				t.Errorf("dropped: closed %v, upstream_error %v; want 5 and 0", closed, failed)
 			}
 		})
+	}
+}
+
+// The rest of a reply longer than wanted is read only briefly: a backend
+// slow to finish it costs the connection, not the event's time (the test
+// lets the backend finish only once the event is done).
+func TestUpstreamDrainIsBrief(t *testing.T) {
+	released := make(chan struct{})
+	timedOut := make(chan bool, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+		w.(http.Flusher).Flush()
+		select { // the rest of a streamed body
+		case <-released:
+			timedOut <- false
+		case <-time.After(10 * time.Second):
+			timedOut <- true
+		}
+		io.WriteString(w, "bye")
+	}))
+	t.Cleanup(srv.Close)
+	ts := upstreamServer(t, &testapp.App{URL: srv.URL + "/events"}, func(u *config.Upstream) {
+		u.Timeout = config.Duration(time.Minute) // not what ends the wait
+	})
+	rep, err := ts.up.send(context.Background(), "disconnect", ts.up.header("x"), nil, 0)
+	close(released)
+	if err != nil || rep.status != 200 || !rep.truncated {
+		t.Fatalf("reply %+v, %v", rep, err)
+	}
+	if <-timedOut {
+		t.Fatal("the event waited for the backend to finish a reply it did not want")
 	}
 }
