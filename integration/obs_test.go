@@ -131,10 +131,11 @@ func TestMetricsUnderWorkload(t *testing.T) {
 func TestStatusCommand(t *testing.T) {
 	const instances = 3
 	g := startUp(t, instances, "127.0.0.1", "")
-	m := regexp.MustCompile(`wsgate status -config (\S+)\n`).FindStringSubmatch(g.out.String())
-	if m == nil {
-		t.Fatalf("no status command in up's banner:\n%s", g.out)
-	}
+	var m []string
+	waitFor(t, 10*time.Second, "the status command in up's banner", func() bool {
+		m = regexp.MustCompile(`wsgate status -config (\S+)\n`).FindStringSubmatch(g.out.String())
+		return m != nil
+	})
 	cfg := m[1]
 	perInstance := make([]int, instances)
 	for i := 0; i < 7; i++ {
