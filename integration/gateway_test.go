@@ -248,15 +248,7 @@ func TestKeepaliveBusyClientThroughNginx(t *testing.T) {
 	g := startUp(t, 1, "127.0.0.1", "[websocket]\nping_interval = \"300ms\"\nidle_timeout = \"1500ms\"\n")
 	c, welcome := mustDial(t, g.clientWS, "")
 	pings := wstest.AnswerPings(c)
-	read := make(chan error, 1)
-	go func() {
-		for {
-			if _, _, err := c.ReadMessage(); err != nil {
-				read <- err
-				return
-			}
-		}
-	}()
+	read := wstest.Drain(c)
 	hc := httpClient("")
 	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		if status, body := post(t, hc, firstURL(welcome), "", []byte("x")); status != 204 {

@@ -322,15 +322,7 @@ func TestKeepaliveBusyClientStays(t *testing.T) {
 	})
 	c, id := ts.connect(t)
 	pings := wstest.AnswerPings(c)
-	read := make(chan error, 1)
-	go func() {
-		for {
-			if _, _, err := c.ReadMessage(); err != nil {
-				read <- err
-				return
-			}
-		}
-	}()
+	read := wstest.Drain(c)
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		if status := ts.pushText(t, id, "x"); status != 204 {
 			t.Fatalf("push: %d (closed: %v)", status, <-read)

@@ -881,11 +881,8 @@ func TestUpstreamSlowBackendIsNotIdle(t *testing.T) {
 		c.WebSocket.IdleTimeout = config.Duration(500 * time.Millisecond)
 	})
 	c, id := ts.connect(t)
-	b.Next(t)   // connect
-	go func() { // reading answers pings
-		for _, _, err := c.ReadMessage(); err == nil; _, _, err = c.ReadMessage() {
-		}
-	}()
+	b.Next(t)                // connect
+	wstest.Drain(c)          // reading answers pings
 	for i := 0; i < 4; i++ { // the reader waits for room from the third on
 		c.WriteMessage(websocket.TextMessage, []byte{'0' + byte(i)})
 	}

@@ -73,6 +73,22 @@ func AnswerPings(c *websocket.Conn) <-chan struct{} {
 	return pings
 }
 
+// Drain reads and drops c's messages (answering pings and closes as c's
+// handlers do) until reading fails, and then sends that error on the
+// channel returned.
+func Drain(c *websocket.Conn) <-chan error {
+	failed := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				failed <- err
+				return
+			}
+		}
+	}()
+	return failed
+}
+
 // Output collects what is written to it from any goroutine (a process's
 // output, a logger's) for the test to read while it runs.
 type Output struct {

@@ -44,6 +44,10 @@ func TestCloseCode(t *testing.T) {
 	if code, err := CloseCode(dial("/cut")); code != websocket.CloseAbnormalClosure || err != nil {
 		t.Fatalf("a connection cut without a close frame: %d %v", code, err)
 	}
+	// Drain reads past the message to the close, and reports that.
+	if err := <-Drain(dial("/close")); !websocket.IsCloseError(err, websocket.CloseTryAgainLater) {
+		t.Fatalf("Drain: %v, want the close 1013", err)
+	}
 }
 
 // Output keeps what any goroutine wrote.
