@@ -278,9 +278,7 @@ func (c *client) sent(f frame) {
 // closeNow closes the client at once, ahead of anything queued: for idle
 // clients and slow ones. It may block for up to closeGrace.
 func (c *client) closeNow(code int, reason string) {
-	c.mu.Lock()
-	c.closing = true
-	c.mu.Unlock()
+	c.markClosing()
 	c.sendClose(websocket.FormatCloseMessage(code, reason))
 }
 
@@ -417,30 +415,27 @@ func (c *client) control(f func(fd int) error) error {
 func (c *client) tick() {
 	s := c.srv
 	now := s.now()
-	if !c.welcomed.Load() {
-		// The welcome is the first frame (SPEC §4): neither a ping nor an
-		// idle close may overtake it. A welcome that cannot be written
-		// fails at write_timeout and ends the connection.
-		c.mu.Lock()
-		if !c.done {
-			c.keepalive.Reset(s.pingInterval)
+	// The welcome is the first frame (SPEC §4): until it is written,
+	// neither a ping nor an idle close may overtake it, and the timer only
+	// looks again. A welcome that cannot be written fails at
+	// write_timeout and ends the connection.
+	next := int64(s.pingInterval)
+	if c.welcomed.Load() {
+		recv := c.lastRecv.Load()
+		if c.outbox.waiting.Load() { // reading paused for the upstream
+			recv = now
 		}
-		c.mu.Unlock()
-		return
-	}
-	recv := c.lastRecv.Load()
-	if c.outbox.waiting.Load() { // reading paused for the upstream
-		recv = now
-	}
-	closeIt, ping, next := keepalive(now, recv, c.lastSend.Load(), c.lastPing.Load(), int64(s.pingInterval), int64(s.idleTimeout))
-	if closeIt {
-		c.closeNow(closeIdle, "idle timeout")
-		return
-	}
-	if ping {
-		c.lastPing.Store(now) // tried: failed or not, the next try waits an interval
-		if c.ws.write(opPing, nil, time.Now().Add(s.writeTimeout)) == nil {
-			c.lastSend.Store(now)
+		var closeIt, ping bool
+		closeIt, ping, next = keepalive(now, recv, c.lastSend.Load(), c.lastPing.Load(), int64(s.pingInterval), int64(s.idleTimeout))
+		if closeIt {
+			c.closeNow(closeIdle, "idle timeout")
+			return
+		}
+		if ping {
+			c.lastPing.Store(now) // tried: failed or not, the next try waits an interval
+			if c.ws.write(opPing, nil, time.Now().Add(s.writeTimeout)) == nil {
+				c.lastSend.Store(now)
+			}
 		}
 	}
 	c.mu.Lock()
