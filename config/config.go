@@ -225,8 +225,9 @@ var (
 	reservedPaths = map[string]bool{"/metrics": true, "/status": true, "/nginx_status": true}
 	// clientPaths are exact locations the generated nginx config serves on
 	// the client listener: auth.url's auth_request location, and under
-	// `wsgate up` the demo page's scripts (web.Scripts). An exact location
-	// wins over the WebSocket's prefix location, so handshakes there fail.
+	// `wsgate up` the demo page's scripts (web.Scripts). The WebSocket's
+	// exact location of the same path would make a config nginx refuses,
+	// and `wsgate check` (which renders no demo page) would not see it.
 	clientPaths = map[string]bool{"/_wsgate_auth": true, "/wsgate.js": true, "/demo.js": true}
 )
 

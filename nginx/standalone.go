@@ -31,6 +31,10 @@ type Options struct {
 	WebRoot string
 }
 
+// PidFile is where the standalone nginx writes its pid, in StateDir: once
+// it does, it handles signals (it listens before).
+func (o Options) PidFile() string { return filepath.Join(o.StateDir, "nginx.pid") }
+
 // DefaultOptions are the Options for running nginx as the current user:
 // when that is root, workers run as www-data, or else nobody, with the
 // user's primary group.

@@ -161,7 +161,7 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 	}
 
 	var runErr error
-	if err := waitListening(ctx, c.Listen[0], filepath.Join(o.StateDir, "nginx.pid"), ngx); err != nil {
+	if err := waitListening(ctx, c.Listen[0], no.PidFile(), ngx); err != nil {
 		runErr = err
 	} else if ctx.Err() != nil {
 		log.Info("stopping before nginx was up")
