@@ -92,8 +92,8 @@ clean:
 # to $(PREFIX)/bin/wsgate and $(SYSCONFDIR)/wsgate/wsgate.toml. An existing
 # wsgate.toml is kept; the nginx snippets it has are rendered from it every
 # time: `wsgate nginx -part http` into $(NGINXDIR)/conf.d/wsgate.conf (a
-# comment only when nginx.client_proxy and nginx.push_proxy are both
-# "stream"), `-part location` into $(NGINXDIR)/snippets/wsgate-location.conf
+# comment only when nginx.client_proxy is "stream" and nginx.push_proxy is
+# not "http"), `-part location` into $(NGINXDIR)/snippets/wsgate-location.conf
 # (with client_proxy = "http") and `-part stream` into
 # $(NGINXDIR)/wsgate-stream.conf (for inclusion inside stream{}, when either
 # is "stream"). A snippet left from another combination is named in a
@@ -135,7 +135,7 @@ install: build
 		if $$bin nginx -config $$cfg -part $$part > $$f.tmp 2>/dev/null; then \
 			chmod 0644 $$f.tmp && mv -f $$f.tmp $$f && echo "wsgate nginx -part $$part > $$f: $$next" || exit 1; \
 		elif [ $$part = http ]; then \
-			echo "# wsgate: nothing for http{}: nginx.client_proxy and nginx.push_proxy are \"stream\"" > $$f.tmp && \
+			echo "# wsgate: nothing for http{}: nginx.client_proxy is \"stream\" and nginx.push_proxy is not \"http\"" > $$f.tmp && \
 			chmod 0644 $$f.tmp && mv -f $$f.tmp $$f && echo "$$f: nothing for http{} with this TOML" || exit 1; \
 		else \
 			rm -f $$f.tmp; \

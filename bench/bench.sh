@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # make bench: the same workload against wsgate (`wsgate up`: nginx + 2
-# sidecars), once with clients through an http location and pushes through
-# http servers (the defaults) and once with both through nginx's stream
-# module (nginx.client_proxy and nginx.push_proxy = "stream"), and
-# against Nchan (nginx with libnginx-mod-nchan), alternating
-# wsgate/wsgate-stream/Nchan on loopback, then each figure as a ratio
-# wsgate/Nchan from the best run of each. Knobs: CLIENTS, PUSHES, PUSHERS,
-# CONC, SIZE, BATCH, ROUNDS, RATE, RATE_PUSHES; WSGATE_ENV adds environment to `wsgate up`
-# (e.g. WSGATE_ENV=GOMAXPROCS=1).
+# sidecars) in three setups: `wsgate`, clients through an http location and
+# pushes through http servers (the defaults); `wsgate-stream`, both through
+# nginx's stream module (nginx.client_proxy and nginx.push_proxy =
+# "stream"); `wsgate-direct`, clients through the stream module and pushes
+# straight to the sidecars (nginx.push_proxy = "none"); and against Nchan
+# (nginx with libnginx-mod-nchan), alternating them on loopback, then each
+# figure as a ratio wsgate/Nchan from the best run of each. Knobs: CLIENTS,
+# PUSHES, PUSHERS, CONC, SIZE, BATCH, ROUNDS, RATE, RATE_PUSHES; SETUPS
+# (e.g. "wsgate-direct") runs only those; WSGATE_ENV adds environment to
+# `wsgate up` (e.g. WSGATE_ENV=GOMAXPROCS=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-8000} PUSHES=${PUSHES:-30000} PUSHERS=${PUSHERS:-32} CONC=${CONC:-64}
@@ -55,11 +57,14 @@ port_base = 18775
 worker_processes = 2
 worker_connections = 18900
 EOT
-# The same with clients and pushes through the stream module, on another
+# The same with clients and pushes through the stream module, and with
+# clients through it and pushes straight to the sidecars, each on another
 # port ([nginx] is the last table).
 { sed 's/127.0.0.1:18080/127.0.0.1:18081/' "$state/wsgate.toml"; echo 'client_proxy = "stream"'; echo 'push_proxy = "stream"'; } > "$state/wsgate-stream.toml"
+{ sed 's/127.0.0.1:18080/127.0.0.1:18082/' "$state/wsgate.toml"; echo 'client_proxy = "stream"'; echo 'push_proxy = "none"'; } > "$state/wsgate-direct.toml"
 setups=(wsgate)
-[ -f "$STREAM_MOD" ] && setups+=(wsgate-stream)
+[ -f "$STREAM_MOD" ] && setups+=(wsgate-stream wsgate-direct)
+[ -n "${SETUPS:-}" ] && read -ra setups <<< "$SETUPS"
 have_nchan=
 if [ -f "$NCHAN_MOD" ]; then
   have_nchan=1
@@ -119,7 +124,7 @@ for round in $(seq "$ROUNDS"); do
     echo "bench: round $round: $setup" >&2
     start_wsgate "$setup"
     sleep 0.5
-    port=18080; [ "$setup" = wsgate-stream ] && port=18081
+    port=18080; [ "$setup" = wsgate-stream ] && port=18081; [ "$setup" = wsgate-direct ] && port=18082
     bin/wsbench -target wsgate -label "$setup" -ws "ws://127.0.0.1:$port/ws" -batch "$BATCH" -pid "$wsgate_pid" "${common[@]}" >> "$state/results.json"
     stop "$wsgate_pid"
   done

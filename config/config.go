@@ -99,9 +99,11 @@ type Nginx struct {
 	// upgrade itself, after a PROXY protocol header).
 	ClientProxy string `toml:"client_proxy"`
 	// PushProxy is how nginx carries pushes to the sidecars: "http" (an
-	// http server per push port, the default) or "stream" (a TCP proxy
+	// http server per push port, the default), "stream" (a TCP proxy
 	// per push port, stream module: less nginx CPU per push; the sidecar
-	// reads each request itself, and nginx serves no stub_status).
+	// reads each request itself, and nginx serves no stub_status) or
+	// "none" (nginx does not: each sidecar's push port is its own TCP
+	// socket, passed by socket activation like the others; least CPU).
 	PushProxy string `toml:"push_proxy"`
 	// StreamModule is the stream module the standalone config loads when
 	// client_proxy or push_proxy is "stream"; empty when nginx has it
@@ -116,6 +118,10 @@ func (c *Config) Stream() bool { return c.Nginx.ClientProxy == "stream" }
 // StreamPush reports whether nginx carries pushes with its stream module
 // (nginx.push_proxy = "stream") rather than http servers.
 func (c *Config) StreamPush() bool { return c.Nginx.PushProxy == "stream" }
+
+// DirectPush reports whether the sidecars serve their push ports themselves
+// (nginx.push_proxy = "none").
+func (c *Config) DirectPush() bool { return c.Nginx.PushProxy == "none" }
 
 // UsesStream reports whether the nginx config needs the stream module.
 func (c *Config) UsesStream() bool { return c.Stream() || c.StreamPush() }
@@ -369,8 +375,8 @@ func (c *Config) validate(e *fieldErrors) {
 	default:
 		e.add("nginx.client_proxy", "%q is not one of \"http\", \"stream\"", c.Nginx.ClientProxy)
 	}
-	if p := c.Nginx.PushProxy; p != "http" && p != "stream" {
-		e.add("nginx.push_proxy", "%q is not one of \"http\", \"stream\"", p)
+	if p := c.Nginx.PushProxy; p != "http" && p != "stream" && p != "none" {
+		e.add("nginx.push_proxy", "%q is not one of \"http\", \"stream\", \"none\"", p)
 	}
 	if m := c.Nginx.StreamModule; m != "" && !nginxPath(m) {
 		e.add("nginx.stream_module", "%q must be an absolute path without spaces or nginx metacharacters, or empty (stream built into nginx)", m)

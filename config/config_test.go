@@ -91,8 +91,15 @@ func TestParseStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Stream() || !c.StreamPush() || !c.UsesStream() {
-		t.Errorf("push_proxy alone: Stream %v, StreamPush %v, UsesStream %v", c.Stream(), c.StreamPush(), c.UsesStream())
+	if c.Stream() || !c.StreamPush() || !c.UsesStream() || c.DirectPush() {
+		t.Errorf("push_proxy alone: Stream %v, StreamPush %v, UsesStream %v, DirectPush %v", c.Stream(), c.StreamPush(), c.UsesStream(), c.DirectPush())
+	}
+	c, err = Parse(strings.NewReader("[nginx]\npush_proxy = \"none\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StreamPush() || c.UsesStream() || !c.DirectPush() {
+		t.Errorf("push_proxy = \"none\": StreamPush %v, UsesStream %v, DirectPush %v", c.StreamPush(), c.UsesStream(), c.DirectPush())
 	}
 }
 
@@ -194,7 +201,7 @@ func TestParseErrors(t *testing.T) {
 		{"[nginx]\nworker_shutdown_timeout = \"1500ms\"", "t.toml:2: nginx.worker_shutdown_timeout:"},
 		{"[nginx]\nworker_shutdown_timeout = \"25h\"", "t.toml:2: nginx.worker_shutdown_timeout:"},
 		{"[nginx]\nclient_proxy = \"tcp\"", `t.toml:2: nginx.client_proxy: "tcp" is not one of "http", "stream"`},
-		{"[nginx]\npush_proxy = \"\"", `t.toml:2: nginx.push_proxy: "" is not one of "http", "stream"`},
+		{"[nginx]\npush_proxy = \"\"", `t.toml:2: nginx.push_proxy: "" is not one of "http", "stream", "none"`},
 		{"[auth]\nurl = \"http://127.0.0.1/a\"\n[nginx]\nclient_proxy = \"stream\"", "t.toml:4: nginx.client_proxy: \"stream\" cannot check handshakes with auth.url"},
 		{"[nginx]\nstream_module = \"ngx_stream_module.so\"", "t.toml:2: nginx.stream_module:"},
 		{"[nginx]\nstream_module = \"/m/a b.so\"", "t.toml:2: nginx.stream_module:"},

@@ -99,6 +99,21 @@ shutdown_timeout = "5s"
 	}
 }
 
+// A push socket that is not what nginx.push_proxy wants (systemd's unix
+// wsgate-push@.socket without the drop-in that makes it the push port, for
+// "none") would leave every push URL unanswered: serve refuses to start,
+// saying so.
+func TestServeRefusesMismatchedPushSocket(t *testing.T) {
+	dir := t.TempDir()
+	ws, push := unixListener(t, filepath.Join(dir, "m-ws.sock")), unixListener(t, filepath.Join(dir, "m-push.sock"))
+	cfg := writeConfig(t, dir, "instances = 1\nruntime_dir = \""+dir+"\"\n[nginx]\npush_proxy = \"none\"\n")
+	cmd, out := startActivated(t, cfg, ws, push)
+	err := cmd.Wait()
+	if err == nil || !strings.Contains(out.String(), "wants the push sockets on TCP port 48775") || !strings.Contains(out.String(), "wsgate-push@1.socket drop-in") {
+		t.Fatalf("exit %v:\n%s", err, out)
+	}
+}
+
 func TestServeBindsSocketsWithoutActivation(t *testing.T) {
 	dir := t.TempDir()
 	runtime := filepath.Join(dir, "run")

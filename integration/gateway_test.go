@@ -183,11 +183,12 @@ func testPushCases(t *testing.T, extra string) {
 	}
 
 	// nginx's stub_status is on the first push port when it is an http
-	// server; as a stream server, that port reaches the sidecar.
-	stream := strings.Contains(extra, `push_proxy = "stream"`)
+	// server; as a stream server, or with push_proxy = "none", that port
+	// reaches the sidecar.
+	httpPush := extra == "" || strings.Contains(extra, `push_proxy = "http"`)
 	s, page := do(t, hc, "GET", fmt.Sprintf("http://127.0.0.1:%d/nginx_status", g.portBase), "", nil)
-	if served := s == 200 && strings.Contains(page, "Active connections"); served == stream {
-		t.Fatalf("push_proxy stream %v: GET /nginx_status: %d %s", stream, s, page)
+	if served := s == 200 && strings.Contains(page, "Active connections"); served != httpPush {
+		t.Fatalf("%s: GET /nginx_status: %d %s", extra, s, page)
 	}
 }
 

@@ -158,7 +158,7 @@ func needStreamModule(t *testing.T) {
 // forPushProxies runs test once for each nginx.push_proxy, with extra TOML
 // for startUp that sets it.
 func forPushProxies(t *testing.T, test func(t *testing.T, extra string)) {
-	for _, proxy := range []string{"http", "stream"} {
+	for _, proxy := range []string{"http", "stream", "none"} {
 		t.Run(proxy, func(t *testing.T) {
 			if proxy == "stream" {
 				needStreamModule(t)

@@ -10,7 +10,8 @@ import (
 )
 
 // make install renders the nginx snippets that each combination of
-// nginx.client_proxy and nginx.push_proxy has, and only those, keeping an
+// nginx.client_proxy and nginx.push_proxy has (with push_proxy = "none",
+// none for the push ports), and only those, keeping an
 // existing TOML; nginx -t accepts an nginx.conf that includes them as
 // systemd/README.md says; and a snippet left from another combination is
 // named in a warning.
@@ -39,9 +40,9 @@ func TestMakeInstallSnippets(t *testing.T) {
 		}
 		return string(out)
 	}
-	for _, proxies := range [][2]string{{"http", "http"}, {"stream", "http"}, {"http", "stream"}, {"stream", "stream"}} {
+	for _, proxies := range [][2]string{{"http", "http"}, {"stream", "http"}, {"http", "stream"}, {"stream", "stream"}, {"http", "none"}, {"stream", "none"}} {
 		t.Run(proxies[0]+"-"+proxies[1], func(t *testing.T) {
-			if proxies != [2]string{"http", "http"} {
+			if proxies[0] == "stream" || proxies[1] == "stream" {
 				needStreamModule(t)
 			}
 			dest = t.TempDir()
@@ -77,7 +78,7 @@ func TestMakeInstallSnippets(t *testing.T) {
 				}
 			}
 			httpPart, _ := os.ReadFile(filepath.Join(etc, "conf.d/wsgate.conf"))
-			if strings.Contains(string(httpPart), "upstream wsgate_push_1") == pushStream {
+			if strings.Contains(string(httpPart), "upstream wsgate_push_1") != (proxies[1] == "http") {
 				t.Errorf("conf.d/wsgate.conf with push_proxy %q:\n%s", proxies[1], httpPart)
 			}
 

@@ -132,7 +132,7 @@ func TestNginxAcceptsStandaloneUnprivileged(t *testing.T) {
 // module is installed (.ci/run installs it).
 func TestNginxAcceptsStream(t *testing.T) {
 	bin := nginxBinary(t)
-	for _, proxies := range [][2]string{{"stream", "http"}, {"http", "stream"}, {"stream", "stream"}} {
+	for _, proxies := range [][2]string{{"stream", "http"}, {"http", "stream"}, {"stream", "stream"}, {"stream", "none"}} {
 		t.Run(proxies[0]+"-"+proxies[1], func(t *testing.T) {
 			c := config.Default()
 			c.Nginx.ClientProxy, c.Nginx.PushProxy = proxies[0], proxies[1]
@@ -155,7 +155,7 @@ func TestNginxAcceptsStream(t *testing.T) {
 // a second server (TLS in real life) reaches the same upstream.
 func TestNginxAcceptsSnippets(t *testing.T) {
 	bin := nginxBinary(t)
-	for _, proxies := range [][2]string{{"http", "http"}, {"stream", "http"}, {"http", "stream"}, {"stream", "stream"}} {
+	for _, proxies := range [][2]string{{"http", "http"}, {"stream", "http"}, {"http", "stream"}, {"stream", "stream"}, {"http", "none"}, {"stream", "none"}} {
 		t.Run(proxies[0]+"-"+proxies[1], func(t *testing.T) {
 			c := config.Default()
 			c.Nginx.ClientProxy, c.Nginx.PushProxy = proxies[0], proxies[1]

@@ -40,6 +40,7 @@ type view struct {
 	Auth        string   // proxy_pass target of the auth_request subrequest; "" without auth.url
 	Push        []push
 	Stream      bool     // nginx.client_proxy = "stream"
+	HTTPPush    bool     // nginx.push_proxy = "http"
 	StreamPush  bool     // nginx.push_proxy = "stream"
 	Listen      []string // client listen directive arguments (standalone, stream)
 }
@@ -68,6 +69,7 @@ func newView(c *config.Config) (*view, error) {
 		// longest runtime_dir.
 		ZoneKiB:    64 + c.Instances,
 		Stream:     c.Stream(),
+		HTTPPush:   c.Nginx.PushProxy == "http",
 		StreamPush: c.StreamPush(),
 	}
 	if v.Listen, err = listenAll(c.Listen); err != nil {
@@ -112,8 +114,8 @@ func authPass(s string) string {
 // HTTP renders the http{}-level snippet: the Upgrade map and the wsgate_ws
 // upstream over every instance's ws socket (not with client_proxy =
 // "stream"), and for each instance a wsgate_push_<i> upstream and the
-// server{} that serves its push port (not with push_proxy = "stream").
-// Empty when both are "stream".
+// server{} that serves its push port (only with push_proxy = "http").
+// Empty when client_proxy is "stream" and push_proxy is not "http".
 func HTTP(c *config.Config) (string, error) {
 	return render("http.conf", c)
 }
@@ -132,7 +134,8 @@ func Location(c *config.Config) (string, error) {
 // Stream renders the stream{}-level snippet: with client_proxy = "stream",
 // the wsgate_ws upstream and the server on the listen addresses that
 // carries client WebSockets; with push_proxy = "stream", the server of
-// each push port. Empty when neither is "stream".
+// each push port. Empty when neither is "stream" (push_proxy = "none":
+// the sidecars serve their push ports themselves).
 func Stream(c *config.Config) (string, error) {
 	if !c.UsesStream() {
 		return "", c.Validate()

@@ -419,11 +419,50 @@ func TestStreamPush(t *testing.T) {
 	}
 }
 
+// With nginx.push_proxy = "none", nginx serves no push port: no http push
+// server, no stream push server, no stub_status, and no stream module
+// unless the clients go through it.
+func TestDirectPush(t *testing.T) {
+	c := config.Default()
+	c.Nginx.PushProxy = "none"
+	c.Nginx.StreamModule = "/nonexistent/ngx_stream_module.so"
+	s, err := Standalone(&c, Options{StateDir: "/tmp/x", WebRoot: "/tmp/x/www"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, absent := range []string{"wsgate_push_", "48775", "48778", "push-1.sock", "nginx_status", "stream {", "load_module"} {
+		if strings.Contains(s, absent) {
+			t.Errorf("standalone config has %q:\n%s", absent, s)
+		}
+	}
+	for _, d := range []string{"upstream wsgate_ws {", "location = /ws {", "location = / {"} {
+		if !strings.Contains(s, d) {
+			t.Errorf("standalone config lacks %q:\n%s", d, s)
+		}
+	}
+	if err := Modules(&c); err != nil {
+		t.Errorf("the stream module asked for with push_proxy = \"none\" alone: %v", err)
+	}
+
+	// Clients through the stream module: its client server only.
+	c.Nginx.ClientProxy = "stream"
+	snip, err := Snippets(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(snip, "proxy_protocol on;") || strings.Contains(snip, "push-1.sock") || strings.Contains(snip, "48775") || strings.Contains(snip, "http{} level") {
+		t.Errorf("snippets:\n%s", snip)
+	}
+	if h, err := HTTP(&c); err != nil || h != "" {
+		t.Errorf("http snippet %q, %v; want none", h, err)
+	}
+}
+
 // Every combination of client_proxy and push_proxy renders tidy configs:
 // no run of blank lines, no blank line before a closing brace, no brace
 // closing on a directive's line.
 func TestProxyCombinationsAreTidy(t *testing.T) {
-	for _, proxies := range [][2]string{{"http", "http"}, {"stream", "http"}, {"http", "stream"}, {"stream", "stream"}} {
+	for _, proxies := range [][2]string{{"http", "http"}, {"stream", "http"}, {"http", "stream"}, {"stream", "stream"}, {"http", "none"}, {"stream", "none"}} {
 		c := config.Default()
 		c.Nginx.ClientProxy, c.Nginx.PushProxy = proxies[0], proxies[1]
 		standalone, err := Standalone(&c, Options{StateDir: "/tmp/x"})

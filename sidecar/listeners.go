@@ -1,10 +1,13 @@
 package sidecar
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,17 +29,27 @@ const socketMode = 0o666
 
 // Listeners returns instance's WebSocket and push listeners: the sockets
 // passed by socket activation (systemd or `wsgate up`), named "ws" and "push",
-// or, when none were passed, unix sockets bound at the configured paths.
-// activated tells which; sockets passed by activation are not unlinked when
-// closed, so the next process finds them in place.
+// or, when none were passed, the ones it binds itself: unix sockets at the
+// configured paths, and with nginx.push_proxy = "none" the instance's push
+// port on each push.listen address instead of the push socket. activated
+// tells which; sockets passed by activation are not unlinked when closed,
+// so the next process finds them in place. Several push sockets (one per
+// push.listen address) are served as one listener.
 func Listeners(c *config.Config, instance int) (ws, push net.Listener, activated bool, err error) {
 	named, err := activation.ListenersWithNames()
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("socket activation: %w", err)
 	}
 	if len(named) > 0 {
-		ws, push, err = pick(named)
-		return ws, push, true, err
+		ws, pushes, err := pick(named)
+		if err == nil {
+			err = checkPush(c, instance, pushes)
+		}
+		if err != nil {
+			closeAll(named)
+			return nil, nil, false, err
+		}
+		return ws, joinListeners(pushes), true, nil
 	}
 	if err := os.MkdirAll(c.RuntimeDir, 0o755); err != nil {
 		return nil, nil, false, err
@@ -44,18 +57,35 @@ func Listeners(c *config.Config, instance int) (ws, push net.Listener, activated
 	if ws, err = BindUnix(c.WSSocket(instance)); err != nil {
 		return nil, nil, false, err
 	}
-	if push, err = BindUnix(c.PushSocket(instance)); err != nil {
-		ws.Close()
+	var pushes []net.Listener
+	if c.DirectPush() {
+		for _, a := range c.PushListenAddrs(instance) {
+			var l net.Listener
+			if l, err = BindTCP(a); err != nil {
+				break
+			}
+			pushes = append(pushes, l)
+		}
+	} else {
+		var l net.Listener
+		if l, err = BindUnix(c.PushSocket(instance)); err == nil {
+			pushes = append(pushes, l)
+		}
+	}
+	if err != nil {
+		closeAll(map[string][]net.Listener{"": append(pushes, ws)})
 		return nil, nil, false, err
 	}
-	return ws, push, false, nil
+	return ws, joinListeners(pushes), false, nil
 }
 
-// pick takes exactly one listener of each name from activated sockets.
-func pick(named map[string][]net.Listener) (ws, push net.Listener, err error) {
+// pick takes the listeners of each name from activated sockets: exactly
+// one "ws", and one or more "push" (one per push.listen address with
+// push_proxy = "none").
+func pick(named map[string][]net.Listener) (ws net.Listener, push []net.Listener, err error) {
 	for name, ls := range named {
-		if (name != WSSocketName && name != PushSocketName) || len(ls) != 1 {
-			err = fmt.Errorf("socket activation: want one socket named %q and one named %q, got %d named %q",
+		if name != WSSocketName && name != PushSocketName || name == WSSocketName && len(ls) != 1 {
+			err = fmt.Errorf("socket activation: want one socket named %q and one or more named %q, got %d named %q",
 				WSSocketName, PushSocketName, len(ls), name)
 		}
 	}
@@ -64,14 +94,67 @@ func pick(named map[string][]net.Listener) (ws, push net.Listener, err error) {
 			WSSocketName, PushSocketName, len(named))
 	}
 	if err != nil {
-		for _, ls := range named {
-			for _, l := range ls {
-				l.Close()
-			}
-		}
 		return nil, nil, err
 	}
-	return named[WSSocketName][0], named[PushSocketName][0], nil
+	return named[WSSocketName][0], named[PushSocketName], nil
+}
+
+// checkPush refuses activated push sockets that do not match the config:
+// with push_proxy = "none", TCP sockets on the port the push URLs name;
+// otherwise one unix socket, to which nginx proxies. A mismatch (systemd's
+// wsgate-push@.socket without the drop-in systemd/README.md describes,
+// say) would leave every push URL unanswered.
+func checkPush(c *config.Config, instance int, pushes []net.Listener) error {
+	for _, l := range pushes {
+		a := l.Addr()
+		if !c.DirectPush() {
+			if a.Network() != "unix" || len(pushes) > 1 {
+				return fmt.Errorf("socket activation: nginx.push_proxy = %q wants one unix socket named %q (nginx proxies to %s), got %d, one on %s %s",
+					c.Nginx.PushProxy, PushSocketName, c.PushSocket(instance), len(pushes), a.Network(), a)
+			}
+			continue
+		}
+		tcp, ok := a.(*net.TCPAddr)
+		if !ok || tcp.Port != c.PushPort(instance) {
+			return fmt.Errorf("socket activation: nginx.push_proxy = \"none\" wants the push sockets on TCP port %d (push.port_base + instance - 1, which the push URLs name: %s), got %s %s; systemd/README.md shows the wsgate-push@%d.socket drop-in",
+				c.PushPort(instance), strings.Join(c.PushListenAddrs(instance), ", "), a.Network(), a, instance)
+		}
+	}
+	return nil
+}
+
+func closeAll(named map[string][]net.Listener) {
+	for _, ls := range named {
+		for _, l := range ls {
+			l.Close()
+		}
+	}
+}
+
+// BindTCP listens on the TCP address addr (IP:port) in its own family
+// only: an IPv6 one for IPv6 only, as nginx and systemd's
+// BindIPv6Only=ipv6-only do, and 0.0.0.0 for IPv4 only (Go's default
+// would be both), so that push.listen can list both "0.0.0.0" and "::".
+func BindTCP(addr string) (net.Listener, error) {
+	network := "tcp6"
+	if ap, err := netip.ParseAddrPort(addr); err != nil {
+		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
+	} else if ap.Addr().Unmap().Is4() {
+		network = "tcp4"
+	}
+	lc := net.ListenConfig{Control: func(network, _ string, rc syscall.RawConn) error {
+		if network != "tcp6" {
+			return nil
+		}
+		var err error
+		if cerr := rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 1)
+		}); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	return lc.Listen(context.Background(), network, addr)
 }
 
 // BindUnix listens on path with a mode nginx's workers can connect to,

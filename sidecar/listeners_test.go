@@ -2,9 +2,11 @@ package sidecar
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -117,8 +119,13 @@ func TestPickActivatedListeners(t *testing.T) {
 	}
 	ws, push := listen(), listen()
 	gotWS, gotPush, err := pick(map[string][]net.Listener{"ws": {ws}, "push": {push}})
-	if err != nil || gotWS != ws || gotPush != push {
+	if err != nil || gotWS != ws || len(gotPush) != 1 || gotPush[0] != push {
 		t.Fatalf("pick: %v", err)
+	}
+	// One push socket per push.listen address (push_proxy = "none").
+	push2 := listen()
+	if _, gotPush, err = pick(map[string][]net.Listener{"ws": {ws}, "push": {push, push2}}); err != nil || len(gotPush) != 2 {
+		t.Fatalf("pick with two push sockets: %v", err)
 	}
 	for name, named := range map[string]map[string][]net.Listener{
 		"missing push": {"ws": {listen()}},
@@ -130,6 +137,188 @@ func TestPickActivatedListeners(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+// freePushPorts sets c's push.port_base to where instances 1..n find their
+// ports free on 127.0.0.1 and ::1.
+func freePushPorts(t *testing.T, c *config.Config, n int) {
+	t.Helper()
+next:
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Push.PortBase = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		for i := 1; i <= n; i++ {
+			for _, a := range []string{"127.0.0.1", "::1"} {
+				l, err := net.Listen("tcp", net.JoinHostPort(a, strconv.Itoa(c.PushPort(i))))
+				if err != nil {
+					continue next
+				}
+				l.Close()
+			}
+		}
+		return
+	}
+	t.Fatal("no free push ports")
+}
+
+// With nginx.push_proxy = "none" and no activation, a sidecar binds its
+// push port on each push.listen address, each in its own family (so that
+// "0.0.0.0" and "::" go together, as in nginx), and serves them as one.
+func TestListenersDirectPush(t *testing.T) {
+	t.Setenv("LISTEN_PID", "")
+	cfg := config.Default()
+	cfg.RuntimeDir = filepath.Join(t.TempDir(), "run")
+	cfg.Nginx.PushProxy = "none"
+	freePushPorts(t, &cfg, 2)
+	cfg.Push.Listen = []string{"0.0.0.0", "::"}
+	ws, push, activated, err := Listeners(&cfg, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	defer push.Close()
+	if activated {
+		t.Error("reported activation without LISTEN_FDS")
+	}
+	if _, err := os.Stat(cfg.PushSocket(2)); err == nil {
+		t.Errorf("bound %s too", cfg.PushSocket(2))
+	}
+	port := strconv.Itoa(cfg.PushPort(2))
+	if got, want := push.Addr().String(), "0.0.0.0:"+port+" [::]:"+port; got != want {
+		t.Errorf("push on %s, want %s", got, want)
+	}
+	// Both accept, through the one listener.
+	for _, a := range []string{"127.0.0.1", "::1"} {
+		c, err := net.Dial("tcp", net.JoinHostPort(a, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got, err := push.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.RemoteAddr().String() != c.LocalAddr().String() {
+			t.Errorf("accepted %s, dialled from %s", got.RemoteAddr(), c.LocalAddr())
+		}
+		got.Close()
+	}
+	// A port taken is an error that closes what was bound.
+	taken, err := net.Listen("tcp6", "[::1]:"+strconv.Itoa(cfg.PushPort(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg.Push.Listen = []string{"127.0.0.1", "::1"}
+	if _, _, _, err := Listeners(&cfg, 1); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("a taken push port: %v", err)
+	}
+	for _, a := range []string{"127.0.0.1", "::1"} {
+		if l, err := net.Listen("tcp", net.JoinHostPort(a, strconv.Itoa(cfg.PushPort(1)))); err == nil {
+			l.Close()
+		} else if a == "127.0.0.1" {
+			t.Errorf("%s left bound after the error: %v", a, err)
+		}
+	}
+	if l, err := BindUnix(cfg.WSSocket(1)); err != nil {
+		t.Errorf("ws socket left bound after the error: %v", err)
+	} else {
+		l.Close()
+	}
+}
+
+// Activated push sockets must be what push_proxy wants: one unix socket
+// for nginx to proxy to, or with "none" TCP sockets on the instance's
+// push port, which the push URLs name. Anything else would leave every
+// push unanswered, so the sidecar refuses to start.
+func TestCheckActivatedPush(t *testing.T) {
+	cfg := config.Default()
+	freePushPorts(t, &cfg, 2)
+	unixL, err := net.Listen("unix", filepath.Join(t.TempDir(), "push.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unixL.Close()
+	tcp := func(a string, port int) net.Listener {
+		l, err := net.Listen("tcp", net.JoinHostPort(a, strconv.Itoa(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	v4, v6, other := tcp("127.0.0.1", cfg.PushPort(2)), tcp("::1", cfg.PushPort(2)), tcp("127.0.0.1", cfg.PushPort(1))
+	for _, tc := range []struct {
+		proxy  string
+		pushes []net.Listener
+		err    string
+	}{
+		{"http", []net.Listener{unixL}, ""},
+		{"stream", []net.Listener{unixL}, ""},
+		{"none", []net.Listener{v4, v6}, ""},
+		{"http", []net.Listener{v4}, "wants one unix socket"},
+		{"stream", []net.Listener{unixL, unixL}, "wants one unix socket"},
+		{"none", []net.Listener{unixL}, "wsgate-push@2.socket drop-in"},
+		{"none", []net.Listener{v4, other}, fmt.Sprintf("wants the push sockets on TCP port %d", cfg.PushPort(2))},
+	} {
+		cfg.Nginx.PushProxy = tc.proxy
+		err := checkPush(&cfg, 2, tc.pushes)
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("push_proxy %q, %d sockets: %v, want %q", tc.proxy, len(tc.pushes), err, tc.err)
+		}
+	}
+}
+
+// A joined listener passes on the connections of each, returns the error
+// of one that fails, and closes them all.
+func TestJoinedListener(t *testing.T) {
+	a, b := listenUnix(t), listenUnix(t)
+	j := joinListeners([]net.Listener{a, b})
+	for _, l := range []net.Listener{b, a, b} {
+		c, err := net.Dial("unix", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		got, err := j.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.LocalAddr().String() != l.Addr().String() {
+			t.Errorf("accepted on %s, dialled %s", got.LocalAddr(), l.Addr())
+		}
+		got.Close()
+	}
+	b.Close() // fails on its own: Accept says so
+	if _, err := j.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after one listener failed: %v", err)
+	}
+	if err := j.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := net.Dial("unix", a.Addr().String()); err == nil {
+		t.Error("Close left a listener open")
+	}
+	if _, err := j.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close: %v", err)
+	}
+	if j := joinListeners([]net.Listener{a}); j != a {
+		t.Error("one listener joined: want itself")
+	}
+}
+
+func listenUnix(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "j.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 // flakyListener fails its first fails Accepts with a temporary error.

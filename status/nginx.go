@@ -31,28 +31,24 @@ type Nginx struct {
 
 // NginxURL is where the generated config serves stub_status: instance 1's
 // push port on the first push address (loopback for a wildcard). Empty
-// with nginx.push_proxy = "stream", whose push ports are stream servers.
+// unless nginx.push_proxy is "http": with "stream" the push ports are
+// stream servers, with "none" the sidecars'.
 func NginxURL(c *config.Config) string {
-	if c.StreamPush() {
+	if c.Nginx.PushProxy != "http" {
 		return ""
 	}
-	host := strings.Trim(c.Push.Listen[0], "[]")
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-		if ip.To4() == nil {
-			host = "::1"
-		}
-	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(c.PushPort(1))) + "/nginx_status"
+	return "http://" + net.JoinHostPort(localHost(c), strconv.Itoa(c.PushPort(1))) + "/nginx_status"
 }
 
-// errNoStubStatus is Nginx.Error when the config serves no stub_status.
-const errNoStubStatus = "not served with nginx.push_proxy = \"stream\" (stub_status is an http server's)"
+// noStubStatus is Nginx.Error when the config serves no stub_status.
+func noStubStatus(c *config.Config) string {
+	return fmt.Sprintf("not served with nginx.push_proxy = %q (stub_status is on an http push server of nginx's)", c.Nginx.PushProxy)
+}
 
 func queryNginx(ctx context.Context, c *config.Config, timeout time.Duration) Nginx {
 	n := Nginx{URL: NginxURL(c)}
 	if n.URL == "" {
-		n.Error = errNoStubStatus
+		n.Error = noStubStatus(c)
 		return n
 	}
 	if err := n.fetch(ctx, timeout); err != nil {

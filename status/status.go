@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,7 +57,7 @@ func (r *Report) Down() int { return r.Totals.Instances - r.Totals.Up }
 
 // Query asks every instance of c for its status, all in parallel, and nginx
 // for its stub_status at push.listen[0]:push.port_base (not served with
-// nginx.push_proxy = "stream": Nginx.Error says so).
+// nginx.push_proxy = "stream" or "none": Nginx.Error says so).
 func Query(ctx context.Context, c *config.Config, o Options) *Report {
 	r := &Report{Instances: make([]Instance, c.Instances)}
 	ngx := make(chan Nginx, 1)
@@ -121,7 +123,8 @@ func sample(ctx context.Context, c *config.Config, timeout time.Duration, prev [
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, err := fetch(ctx, c.PushSocket(i+1), timeout)
+			network, addr := pushAddr(c, i+1)
+			st, err := fetch(ctx, network, addr, timeout)
 			out[i] = result{st, err}
 		}()
 	}
@@ -129,13 +132,34 @@ func sample(ctx context.Context, c *config.Config, timeout time.Duration, prev [
 	return out
 }
 
-// fetch gets GET /status from the push socket at path.
-func fetch(ctx context.Context, path string, timeout time.Duration) (*sidecar.Status, error) {
+// pushAddr is where instance i serves its push API: its push socket, or
+// with nginx.push_proxy = "none" its push port on the first push address.
+func pushAddr(c *config.Config, i int) (network, addr string) {
+	if c.DirectPush() {
+		return "tcp", net.JoinHostPort(localHost(c), strconv.Itoa(c.PushPort(i)))
+	}
+	return "unix", c.PushSocket(i)
+}
+
+// localHost is the first push.listen address, loopback for a wildcard.
+func localHost(c *config.Config) string {
+	host := strings.Trim(c.Push.Listen[0], "[]")
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return host
+}
+
+// fetch gets GET /status from the push socket or port at addr.
+func fetch(ctx context.Context, network, path string, timeout time.Duration) (*sidecar.Status, error) {
 	hc := &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", path)
+				return (&net.Dialer{}).DialContext(ctx, network, path)
 			},
 			DisableKeepAlives: true,
 		},

@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -15,14 +16,10 @@ import (
 	"github.com/wsgate/wsgate/sidecar"
 )
 
-// serve runs instance i of c in process on its own unix sockets.
+// serve runs instance i of c in process on the sockets it binds itself.
 func serve(t *testing.T, c *config.Config, i int) {
 	t.Helper()
-	ws, err := net.Listen("unix", c.WSSocket(i))
-	if err != nil {
-		t.Fatal(err)
-	}
-	push, err := net.Listen("unix", c.PushSocket(i))
+	ws, push, _, err := sidecar.Listeners(c, i)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +103,7 @@ func TestQuery(t *testing.T) {
 	// which Query reports without asking.
 	c.Nginx.PushProxy = "stream"
 	r = Query(context.Background(), &c, Options{Timeout: 5 * time.Second})
-	if r.Nginx.Up || r.Nginx.URL != "" || r.Nginx.Error != errNoStubStatus || r.Totals.Up != 2 {
+	if r.Nginx.Up || r.Nginx.URL != "" || r.Nginx.Error != noStubStatus(&c) || r.Totals.Up != 2 {
 		t.Errorf("push_proxy = \"stream\": nginx %+v, totals %+v", r.Nginx, r.Totals)
 	}
 	b.Reset()
@@ -115,6 +112,38 @@ func TestQuery(t *testing.T) {
 	}
 	if out := b.String(); !strings.Contains(out, "nginx: stub_status not served with nginx.push_proxy = \"stream\"") {
 		t.Errorf("push_proxy = \"stream\": table\n%s", out)
+	}
+}
+
+// With nginx.push_proxy = "none" the sidecars are asked on their push
+// ports, and nginx serves no stub_status.
+func TestQueryDirectPush(t *testing.T) {
+	c := config.Default()
+	c.Instances = 2
+	c.RuntimeDir = t.TempDir()
+	c.Nginx.PushProxy = "none"
+	c.Push.Listen = []string{"0.0.0.0"} // asked on loopback
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Push.PortBase = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", c.PushPort(2))); err == nil {
+			l.Close()
+			break
+		}
+	}
+	serve(t, &c, 1)
+	serve(t, &c, 2)
+	connect(t, &c, 2)
+	r := Query(context.Background(), &c, Options{Timeout: 5 * time.Second})
+	if r.Totals.Up != 2 || r.Totals.Connections != 1 || r.Instances[1].Status.Connections != 1 {
+		t.Errorf("totals %+v, instances %+v", r.Totals, r.Instances)
+	}
+	if r.Nginx.Up || r.Nginx.URL != "" || !strings.Contains(r.Nginx.Error, `push_proxy = "none"`) {
+		t.Errorf("nginx %+v", r.Nginx)
 	}
 }
 

@@ -114,24 +114,29 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 		if err != nil {
 			return err
 		}
-		push, err := listenFile(c.PushSocket(i))
+		push, err := pushFiles(c, i)
 		if err != nil {
 			ws.Close()
 			return err
 		}
+		files := append([]*os.File{ws}, push...)
+		names := sidecar.WSSocketName + strings.Repeat(":"+sidecar.PushSocketName, len(push))
+		paths := []string{c.WSSocket(i)}
+		if !c.DirectPush() {
+			paths = append(paths, c.PushSocket(i))
+		}
 		sidecars = append(sidecars, &child{
 			name:  fmt.Sprintf("sidecar %d", i),
 			log:   log,
-			files: []*os.File{ws, push},
-			paths: []string{c.WSSocket(i), c.PushSocket(i)},
+			files: files,
+			paths: paths,
 			cmd: func() *exec.Cmd {
 				// LISTEN_PID must be the sidecar's own pid: the shell's
 				// $$ survives the exec.
 				cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`,
 					o.Binary, "serve", "-config", cfgPath, "-instance", fmt.Sprint(i))
-				cmd.Env = append(os.Environ(), "LISTEN_FDS=2",
-					"LISTEN_FDNAMES="+sidecar.WSSocketName+":"+sidecar.PushSocketName)
-				cmd.ExtraFiles = []*os.File{ws, push}
+				cmd.Env = append(os.Environ(), fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES="+names)
+				cmd.ExtraFiles = files
 				return cmd
 			},
 			restart: true,
@@ -238,6 +243,40 @@ func listenFile(path string) (*os.File, error) {
 	ul.SetUnlinkOnClose(false) // the file keeps the socket; removed at the end
 	ul.Close()
 	return f, err
+}
+
+// pushFiles binds instance i's push sockets: its unix socket, or with
+// nginx.push_proxy = "none" its push port on each push.listen address.
+func pushFiles(c *config.Config, i int) ([]*os.File, error) {
+	if !c.DirectPush() {
+		f, err := listenFile(c.PushSocket(i))
+		if err != nil {
+			return nil, err
+		}
+		return []*os.File{f}, nil
+	}
+	var files []*os.File
+	for _, a := range c.PushListenAddrs(i) {
+		l, err := sidecar.BindTCP(a)
+		if err != nil {
+			closeFiles(files)
+			return nil, fmt.Errorf("push port of instance %d: %w", i, err)
+		}
+		f, err := l.(*net.TCPListener).File()
+		l.Close()
+		if err != nil {
+			closeFiles(files)
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 func writeConfig(path string, c *config.Config) error {

@@ -12,7 +12,10 @@
 #     counted by clients connecting in a loop through nginx, straight to
 #     ws-1.sock and pushing through nginx's instance-1 push port;
 #   - `systemctl stop` closes clients with 1012 and leaves the units
-#     inactive, not failed; stopping wsgate.target removes the sockets.
+#     inactive, not failed; stopping wsgate.target removes the sockets;
+#   - with nginx.push_proxy = "none" and the drop-ins systemd/README.md
+#     describes, systemd holds the push ports: a push reaches the client
+#     with nginx out of its way, and restarting a sidecar refuses no push.
 #
 # Needs root. Installs systemd-container and debootstrap when missing. The
 # rootfs comes from the Debian mirror apt uses here and is cached as a
@@ -353,5 +356,62 @@ left=$(inside find /run/wsgate -name '*.sock' 2>/dev/null || true)
 failed=$(inside systemctl list-units --all --state=failed --plain --no-legend 'wsgate*') || fail "systemctl list-units failed"
 [ -z "$failed" ] || fail "failed wsgate units: $failed"
 ok "every wsgate unit inactive, none failed, socket files removed"
+
+# --- push ports held by systemd (nginx.push_proxy = "none") ----------------
+step "push_proxy = \"none\": make install again, drop-ins for the push ports, as systemd/README.md says"
+printf '\n[nginx]\npush_proxy = "none"\n' >>"$ROOT/etc/wsgate/wsgate.toml"
+make --no-print-directory install DESTDIR="$ROOT" BIN="$WORK/wsgate" >"$WORK/install2.log" 2>&1 ||
+	{ cat "$WORK/install2.log" >&2; fail "make install with push_proxy = \"none\""; }
+inside grep -q 'wsgate_push_' /etc/nginx/conf.d/wsgate.conf && fail "conf.d/wsgate.conf still has push servers"
+for i in 1 2; do
+	inside mkdir -p "/etc/systemd/system/wsgate-push@$i.socket.d"
+	printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n' $((PUSH_PORT_BASE + i - 1)) |
+		inside tee "/etc/systemd/system/wsgate-push@$i.socket.d/port.conf" >/dev/null
+done
+inside systemctl daemon-reload
+inside systemctl reload nginx || fail "nginx reload"
+# nginx's old workers let go of the push ports once they are done.
+await 20 sh -c "! nsenter -t $INIT -a cat /proc/net/tcp | awk '\$4 == \"0A\"' | grep -qi ':$(printf %04X $PUSH_PORT_BASE) '" ||
+	fail "nginx still listens on $PUSH_PORT_BASE after its reload"
+inside systemctl start wsgate-ws@1.socket wsgate-ws@2.socket wsgate-push@1.socket wsgate-push@2.socket ||
+	fail "starting the sockets with the drop-ins"
+[ "$(active wsgate@1.service wsgate@2.service | xargs)" = "inactive inactive" ] ||
+	fail "a sidecar runs before any client"
+ok "nginx lets go of the push ports, systemd listens on them; no sidecar running"
+
+step "a push straight to the sidecar"
+bg direct wsclient client -url ws://127.0.0.1:8080/ws -messages 1 -timeout 30s
+welcome=$(welcomed direct)
+url=${welcome%%,*}
+[[ $url =~ @127\.0\.0\.1:([0-9]+)/ws$ ]] || fail "welcome '$welcome' is not a push URL list"
+inst=$((BASH_REMATCH[1] - PUSH_PORT_BASE + 1))
+code=$(inside curl -sS -o /dev/null -w '%{http_code}' -X POST --data-binary 'straight from systemd' "$url")
+[ "$code" = 204 ] || fail "push answered $code, want 204"
+wait "$PID_direct" || fail "the client failed"
+grep -qx 'message straight from systemd' "$WORK/direct.out" || fail "the push did not reach the client"
+inside curl -sS "http://127.0.0.1:${BASH_REMATCH[1]}/metrics" | grep -q '^wsgate_pushes_total{code="204"} 1' ||
+	fail "no /metrics on the push port, or no push counted there"
+ok "204 from wsgate@$inst on its port; the client received it; /metrics served there"
+
+step "restart: pushes to instance 1's port in a loop during systemctl restart wsgate@1 (x3)"
+inside systemctl start wsgate@1.service
+inside rm -f /run/wsgate-test/stop /run/wsgate-test/window
+bg loop_direct wsclient pushloop -fresh -push-url "http://127.0.0.1:$PUSH_PORT_BASE/ws/AAAAAAAAAAAAAAAAAAAAAA" "${loop[@]}"
+sleep 1
+t0=$(date +%s%N)
+for r in 1 2 3; do
+	inside systemctl restart wsgate@1.service || fail "systemctl restart wsgate@1 ($r) failed"
+done
+t1=$(date +%s%N)
+sleep 1
+echo "$t0 $t1" | inside tee /run/wsgate-test/window >/dev/null
+inside touch /run/wsgate-test/stop
+wait "$PID_loop_direct" || fail "loop_direct: $(tail -n 3 "$WORK/loop_direct.out")"
+printf '           %-11s %s\n' "loop_direct:" "$(tail -n 1 "$WORK/loop_direct.out")"
+ok "3 restarts in $(((t1 - t0) / 1000000))ms: every push answered by a sidecar, none refused"
+inside systemctl stop wsgate.target
+for s in wsgate-push@1.socket wsgate-push@2.socket wsgate@1.service wsgate@2.service; do
+	[ "$(active $s)" = inactive ] || fail "$s is $(active $s) after stopping wsgate.target"
+done
 
 step "PASS"

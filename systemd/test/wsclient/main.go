@@ -11,9 +11,12 @@
 //	    exists; then reads "<start> <end>" (unix nanoseconds) from the window
 //	    file and reports how many attempts started inside that window.
 //	    Exits 1 when any attempt failed or none fell inside the window.
-//	wsclient pushloop -push-url U -stop FILE -window FILE [-workers N]
+//	wsclient pushloop -push-url U -stop FILE -window FILE [-workers N] [-fresh]
 //	    The same with pushes to a client that does not exist: each must be
 //	    answered 404 by the sidecar (nginx answers 502 when it cannot connect).
+//	    -fresh: each on a new connection, as a kept-alive one the sidecar
+//	    closes as it stops can fail a push sent on it just then, which with
+//	    nginx.push_proxy = "none" no nginx retries (README).
 //
 // It is built statically on the host and needs nothing in the container.
 package main
@@ -156,6 +159,7 @@ func runLoop(kind string, args []string) error {
 	workers := fs.Int("workers", 4, "concurrent loops")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on one attempt")
 	maxRun := fs.Duration("max", 90*time.Second, "stop after this long even without the stop file")
+	fresh := fs.Bool("fresh", false, "each push on a new connection (pushloop)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -177,7 +181,7 @@ func runLoop(kind string, args []string) error {
 			return conn.Close()
 		}
 	case "pushloop":
-		client := &http.Client{Timeout: *timeout}
+		client := &http.Client{Timeout: *timeout, Transport: &http.Transport{DisableKeepAlives: *fresh}}
 		once = func() error {
 			resp, err := client.Post(*pushURL, "text/plain", strings.NewReader("nobody is there"))
 			if err != nil {
