@@ -142,6 +142,9 @@ install: build
 			if [ -e $$f ]; then echo "warning: $$f is left from another nginx.client_proxy or nginx.push_proxy: remove it and its include, or nginx -t fails"; fi; \
 		fi; \
 	done; \
+	if grep -Eq "^[[:space:]]*push_proxy[[:space:]]*=[[:space:]]*[\"']none[\"']" $$cfg; then \
+		echo "nginx.push_proxy = \"none\": give each wsgate-push@<i>.socket its push port with a drop-in (systemd/README.md), or the sidecars refuse to start"; \
+	fi; \
 	echo "next: systemctl enable --now wsgate.target, reload nginx (systemd/README.md)"
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then echo "systemctl daemon-reload"; systemctl daemon-reload; fi
 

@@ -289,6 +289,21 @@ func (c *Config) validate(e *fieldErrors) {
 			seenPush[h] = true
 		}
 	}
+	if c.DirectPush() {
+		// The sidecars bind every address; a wildcard takes its
+		// family's port on all addresses, so another of that family
+		// cannot be bound beside it (nginx, which binds only the
+		// wildcard then, takes both).
+		for _, a := range c.Push.Listen {
+			ip := net.ParseIP(strings.Trim(a, "[]"))
+			for _, w := range c.Push.Listen {
+				wip := net.ParseIP(strings.Trim(w, "[]"))
+				if ip != nil && wip != nil && wip.IsUnspecified() && !ip.IsUnspecified() && (ip.To4() != nil) == (wip.To4() != nil) {
+					e.addRel("push.listen", []string{"nginx.push_proxy"}, "%q is covered by %q, which the sidecars cannot bind beside it with nginx.push_proxy = \"none\": list %q alone", a, w, w)
+				}
+			}
+		}
+	}
 	if c.Push.PortBase < 1 || c.Push.PortBase > 65535 || c.Push.PortBase+c.Instances-1 > 65535 {
 		e.addRel("push.port_base", []string{"instances"}, "%d: ports %d..%d must lie in 1..65535", c.Push.PortBase, c.Push.PortBase, c.Push.PortBase+c.Instances-1)
 	}

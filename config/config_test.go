@@ -101,6 +101,17 @@ func TestParseStream(t *testing.T) {
 	if c.StreamPush() || c.UsesStream() || !c.DirectPush() {
 		t.Errorf("push_proxy = \"none\": StreamPush %v, UsesStream %v, DirectPush %v", c.StreamPush(), c.UsesStream(), c.DirectPush())
 	}
+	// A wildcard beside an address of the other family is fine, and
+	// beside one of its own family when nginx binds them.
+	for _, toml := range []string{
+		"[push]\nlisten = [\"0.0.0.0\", \"::1\"]\n[nginx]\npush_proxy = \"none\"\n",
+		"[push]\nlisten = [\"0.0.0.0\", \"::\"]\n[nginx]\npush_proxy = \"none\"\n",
+		"[push]\nlisten = [\"0.0.0.0\", \"127.0.0.1\"]\n[nginx]\npush_proxy = \"stream\"\n",
+	} {
+		if _, err := Parse(strings.NewReader(toml), "t.toml"); err != nil {
+			t.Errorf("%q: %v", toml, err)
+		}
+	}
 }
 
 func TestAdvertiseDefaultsToPushListen(t *testing.T) {
@@ -202,6 +213,7 @@ func TestParseErrors(t *testing.T) {
 		{"[nginx]\nworker_shutdown_timeout = \"25h\"", "t.toml:2: nginx.worker_shutdown_timeout:"},
 		{"[nginx]\nclient_proxy = \"tcp\"", `t.toml:2: nginx.client_proxy: "tcp" is not one of "http", "stream"`},
 		{"[nginx]\npush_proxy = \"\"", `t.toml:2: nginx.push_proxy: "" is not one of "http", "stream", "none"`},
+		{"[push]\nlisten = [\"0.0.0.0\", \"127.0.0.1\", \"::1\"]\n[nginx]\npush_proxy = \"none\"", `t.toml:2: push.listen: "127.0.0.1" is covered by "0.0.0.0", which the sidecars cannot bind beside it with nginx.push_proxy = "none": list "0.0.0.0" alone`},
 		{"[auth]\nurl = \"http://127.0.0.1/a\"\n[nginx]\nclient_proxy = \"stream\"", "t.toml:4: nginx.client_proxy: \"stream\" cannot check handshakes with auth.url"},
 		{"[nginx]\nstream_module = \"ngx_stream_module.so\"", "t.toml:2: nginx.stream_module:"},
 		{"[nginx]\nstream_module = \"/m/a b.so\"", "t.toml:2: nginx.stream_module:"},

@@ -108,8 +108,17 @@ func TestServeRefusesMismatchedPushSocket(t *testing.T) {
 	ws, push := unixListener(t, filepath.Join(dir, "m-ws.sock")), unixListener(t, filepath.Join(dir, "m-push.sock"))
 	cfg := writeConfig(t, dir, "instances = 1\nruntime_dir = \""+dir+"\"\n[nginx]\npush_proxy = \"none\"\n")
 	cmd, out := startActivated(t, cfg, ws, push)
-	err := cmd.Wait()
-	if err == nil || !strings.Contains(out.String(), "wants the push sockets on TCP port 48775") || !strings.Contains(out.String(), "wsgate-push@1.socket drop-in") {
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("serve still runs on a unix push socket with push_proxy = \"none\":\n%s", out)
+	}
+	if err == nil || !strings.Contains(out.String(), "wants one TCP socket on each of 127.0.0.1:48775") || !strings.Contains(out.String(), "wsgate-push@1.socket drop-in") {
 		t.Fatalf("exit %v:\n%s", err, out)
 	}
 }

@@ -62,6 +62,9 @@ func TestMakeInstallSnippets(t *testing.T) {
 			if strings.Contains(out, "warning") {
 				t.Errorf("a warning on a fresh install:\n%s", out)
 			}
+			if strings.Contains(out, "drop-in") != (proxies[1] == "none") {
+				t.Errorf("the drop-in hint with push_proxy %q:\n%s", proxies[1], out)
+			}
 			etc := filepath.Join(dest, "etc", "nginx")
 			exists := func(name string) bool {
 				_, err := os.Stat(filepath.Join(etc, name))

@@ -33,9 +33,9 @@ const socketMode = 0o666
 // configured paths, and with nginx.push_proxy = "none" the instance's push
 // port on each push.listen address instead of the push socket. activated
 // tells which; sockets passed by activation are not unlinked when closed,
-// so the next process finds them in place. Several push sockets (one per
-// push.listen address) are served as one listener.
-func Listeners(c *config.Config, instance int) (ws, push net.Listener, activated bool, err error) {
+// so the next process finds them in place. push is one socket, or with
+// push_proxy = "none" one per push.listen address.
+func Listeners(c *config.Config, instance int) (ws net.Listener, push []net.Listener, activated bool, err error) {
 	named, err := activation.ListenersWithNames()
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("socket activation: %w", err)
@@ -49,7 +49,7 @@ func Listeners(c *config.Config, instance int) (ws, push net.Listener, activated
 			closeAll(named)
 			return nil, nil, false, err
 		}
-		return ws, joinListeners(pushes), true, nil
+		return ws, pushes, true, nil
 	}
 	if err := os.MkdirAll(c.RuntimeDir, 0o755); err != nil {
 		return nil, nil, false, err
@@ -76,7 +76,7 @@ func Listeners(c *config.Config, instance int) (ws, push net.Listener, activated
 		closeAll(map[string][]net.Listener{"": append(pushes, ws)})
 		return nil, nil, false, err
 	}
-	return ws, joinListeners(pushes), false, nil
+	return ws, pushes, false, nil
 }
 
 // pick takes the listeners of each name from activated sockets: exactly
@@ -100,27 +100,50 @@ func pick(named map[string][]net.Listener) (ws net.Listener, push []net.Listener
 }
 
 // checkPush refuses activated push sockets that do not match the config:
-// with push_proxy = "none", TCP sockets on the port the push URLs name;
-// otherwise one unix socket, to which nginx proxies. A mismatch (systemd's
-// wsgate-push@.socket without the drop-in systemd/README.md describes,
-// say) would leave every push URL unanswered.
+// with push_proxy = "none", one TCP socket on each push.listen address at
+// the port the push URLs name; otherwise one unix socket, to which nginx
+// proxies. A mismatch (systemd's wsgate-push@.socket without the drop-in
+// systemd/README.md describes, or one that misses an address) would leave
+// push URLs unanswered.
 func checkPush(c *config.Config, instance int, pushes []net.Listener) error {
+	got := make([]string, len(pushes))
+	for i, l := range pushes {
+		got[i] = l.Addr().Network() + " " + l.Addr().String()
+	}
+	if !c.DirectPush() {
+		if len(pushes) != 1 || pushes[0].Addr().Network() != "unix" {
+			return fmt.Errorf("socket activation: nginx.push_proxy = %q wants one unix socket named %q (nginx proxies to %s), got %s",
+				c.Nginx.PushProxy, PushSocketName, c.PushSocket(instance), strings.Join(got, ", "))
+		}
+		return nil
+	}
+	want := c.PushListenAddrs(instance)
+	missing := map[netip.AddrPort]bool{}
+	for _, a := range want {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			return fmt.Errorf("push.listen: %w", err)
+		}
+		missing[unmapped(ap)] = true
+	}
+	ok := len(pushes) == len(want)
 	for _, l := range pushes {
-		a := l.Addr()
-		if !c.DirectPush() {
-			if a.Network() != "unix" || len(pushes) > 1 {
-				return fmt.Errorf("socket activation: nginx.push_proxy = %q wants one unix socket named %q (nginx proxies to %s), got %d, one on %s %s",
-					c.Nginx.PushProxy, PushSocketName, c.PushSocket(instance), len(pushes), a.Network(), a)
-			}
-			continue
+		tcp, isTCP := l.Addr().(*net.TCPAddr)
+		if !isTCP || !missing[unmapped(tcp.AddrPort())] {
+			ok = false
+			break
 		}
-		tcp, ok := a.(*net.TCPAddr)
-		if !ok || tcp.Port != c.PushPort(instance) {
-			return fmt.Errorf("socket activation: nginx.push_proxy = \"none\" wants the push sockets on TCP port %d (push.port_base + instance - 1, which the push URLs name: %s), got %s %s; systemd/README.md shows the wsgate-push@%d.socket drop-in",
-				c.PushPort(instance), strings.Join(c.PushListenAddrs(instance), ", "), a.Network(), a, instance)
-		}
+		delete(missing, unmapped(tcp.AddrPort()))
+	}
+	if !ok {
+		return fmt.Errorf("socket activation: nginx.push_proxy = \"none\" wants one TCP socket on each of %s (push.listen at push.port_base + instance - 1, which the push URLs name), got %s; systemd/README.md shows the wsgate-push@%d.socket drop-in",
+			strings.Join(want, ", "), strings.Join(got, ", "), instance)
 	}
 	return nil
+}
+
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 func closeAll(named map[string][]net.Listener) {

@@ -24,9 +24,9 @@ func TestListenersBindWithoutActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	defer push.Close()
-	if activated {
-		t.Fatal("reported activation without LISTEN_FDS")
+	defer push[0].Close()
+	if activated || len(push) != 1 {
+		t.Fatalf("activated %v, %d push sockets: want no activation and one socket", activated, len(push))
 	}
 	for _, p := range []string{cfg.WSSocket(2), cfg.PushSocket(2)} {
 		fi, err := os.Stat(p)
@@ -37,8 +37,8 @@ func TestListenersBindWithoutActivation(t *testing.T) {
 			t.Errorf("%s: mode %v, want a socket with %o", p, fi.Mode(), socketMode)
 		}
 	}
-	if ws.Addr().String() != cfg.WSSocket(2) || push.Addr().String() != cfg.PushSocket(2) {
-		t.Errorf("ws on %s, push on %s", ws.Addr(), push.Addr())
+	if ws.Addr().String() != cfg.WSSocket(2) || push[0].Addr().String() != cfg.PushSocket(2) {
+		t.Errorf("ws on %s, push on %s", ws.Addr(), push[0].Addr())
 	}
 }
 
@@ -167,8 +167,9 @@ next:
 
 // With nginx.push_proxy = "none" and no activation, a sidecar binds its
 // push port on each push.listen address, each in its own family (so that
-// "0.0.0.0" and "::" go together, as in nginx), and serves them as one.
+// "0.0.0.0" and "::" go together, as in nginx).
 func TestListenersDirectPush(t *testing.T) {
+	needIPv6(t)
 	t.Setenv("LISTEN_PID", "")
 	cfg := config.Default()
 	cfg.RuntimeDir = filepath.Join(t.TempDir(), "run")
@@ -180,25 +181,28 @@ func TestListenersDirectPush(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	defer push.Close()
-	if activated {
-		t.Error("reported activation without LISTEN_FDS")
+	for _, l := range push {
+		defer l.Close()
+	}
+	if activated || len(push) != 2 {
+		t.Fatalf("activated %v, %d push sockets: want no activation and two", activated, len(push))
 	}
 	if _, err := os.Stat(cfg.PushSocket(2)); err == nil {
 		t.Errorf("bound %s too", cfg.PushSocket(2))
 	}
 	port := strconv.Itoa(cfg.PushPort(2))
-	if got, want := push.Addr().String(), "0.0.0.0:"+port+" [::]:"+port; got != want {
-		t.Errorf("push on %s, want %s", got, want)
+	for i, want := range []string{"0.0.0.0:" + port, "[::]:" + port} {
+		if got := push[i].Addr().String(); got != want {
+			t.Errorf("push socket %d on %s, want %s", i, got, want)
+		}
 	}
-	// Both accept, through the one listener.
-	for _, a := range []string{"127.0.0.1", "::1"} {
+	for i, a := range []string{"127.0.0.1", "::1"} {
 		c, err := net.Dial("tcp", net.JoinHostPort(a, port))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		got, err := push.Accept()
+		got, err := push[i].Accept()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,12 +221,10 @@ func TestListenersDirectPush(t *testing.T) {
 	if _, _, _, err := Listeners(&cfg, 1); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("a taken push port: %v", err)
 	}
-	for _, a := range []string{"127.0.0.1", "::1"} {
-		if l, err := net.Listen("tcp", net.JoinHostPort(a, strconv.Itoa(cfg.PushPort(1)))); err == nil {
-			l.Close()
-		} else if a == "127.0.0.1" {
-			t.Errorf("%s left bound after the error: %v", a, err)
-		}
+	if l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(cfg.PushPort(1))); err != nil {
+		t.Errorf("127.0.0.1 left bound after the error: %v", err)
+	} else {
+		l.Close()
 	}
 	if l, err := BindUnix(cfg.WSSocket(1)); err != nil {
 		t.Errorf("ws socket left bound after the error: %v", err)
@@ -231,13 +233,26 @@ func TestListenersDirectPush(t *testing.T) {
 	}
 }
 
+// needIPv6 skips t on a machine without ::1.
+func needIPv6(t *testing.T) {
+	t.Helper()
+	l, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no ::1 on this machine: %v", err)
+	}
+	l.Close()
+}
+
 // Activated push sockets must be what push_proxy wants: one unix socket
-// for nginx to proxy to, or with "none" TCP sockets on the instance's
-// push port, which the push URLs name. Anything else would leave every
-// push unanswered, so the sidecar refuses to start.
+// for nginx to proxy to, or with "none" one TCP socket on each push.listen
+// address at the instance's push port, which the push URLs name.
+// Anything else would leave push URLs unanswered, so the sidecar refuses
+// to start.
 func TestCheckActivatedPush(t *testing.T) {
+	needIPv6(t)
 	cfg := config.Default()
 	freePushPorts(t, &cfg, 2)
+	cfg.Push.Listen = []string{"127.0.0.1", "::1"}
 	unixL, err := net.Listen("unix", filepath.Join(t.TempDir(), "push.sock"))
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +266,9 @@ func TestCheckActivatedPush(t *testing.T) {
 		t.Cleanup(func() { l.Close() })
 		return l
 	}
-	v4, v6, other := tcp("127.0.0.1", cfg.PushPort(2)), tcp("::1", cfg.PushPort(2)), tcp("127.0.0.1", cfg.PushPort(1))
+	p := cfg.PushPort(2)
+	v4, v6, otherPort, otherAddr := tcp("127.0.0.1", p), tcp("::1", p), tcp("127.0.0.1", cfg.PushPort(1)), tcp("127.0.0.2", p)
+	wants := fmt.Sprintf("wants one TCP socket on each of 127.0.0.1:%d, [::1]:%d", p, p)
 	for _, tc := range []struct {
 		proxy  string
 		pushes []net.Listener
@@ -260,10 +277,15 @@ func TestCheckActivatedPush(t *testing.T) {
 		{"http", []net.Listener{unixL}, ""},
 		{"stream", []net.Listener{unixL}, ""},
 		{"none", []net.Listener{v4, v6}, ""},
+		{"none", []net.Listener{v6, v4}, ""},
 		{"http", []net.Listener{v4}, "wants one unix socket"},
 		{"stream", []net.Listener{unixL, unixL}, "wants one unix socket"},
 		{"none", []net.Listener{unixL}, "wsgate-push@2.socket drop-in"},
-		{"none", []net.Listener{v4, other}, fmt.Sprintf("wants the push sockets on TCP port %d", cfg.PushPort(2))},
+		{"none", []net.Listener{v4, otherPort}, wants},
+		{"none", []net.Listener{v4}, wants},
+		{"none", []net.Listener{otherAddr, v6}, wants},
+		{"none", []net.Listener{v4, v6, v4}, wants},
+		{"none", []net.Listener{v4, v4}, wants},
 	} {
 		cfg.Nginx.PushProxy = tc.proxy
 		err := checkPush(&cfg, 2, tc.pushes)
@@ -271,54 +293,6 @@ func TestCheckActivatedPush(t *testing.T) {
 			t.Errorf("push_proxy %q, %d sockets: %v, want %q", tc.proxy, len(tc.pushes), err, tc.err)
 		}
 	}
-}
-
-// A joined listener passes on the connections of each, returns the error
-// of one that fails, and closes them all.
-func TestJoinedListener(t *testing.T) {
-	a, b := listenUnix(t), listenUnix(t)
-	j := joinListeners([]net.Listener{a, b})
-	for _, l := range []net.Listener{b, a, b} {
-		c, err := net.Dial("unix", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		got, err := j.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.LocalAddr().String() != l.Addr().String() {
-			t.Errorf("accepted on %s, dialled %s", got.LocalAddr(), l.Addr())
-		}
-		got.Close()
-	}
-	b.Close() // fails on its own: Accept says so
-	if _, err := j.Accept(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Accept after one listener failed: %v", err)
-	}
-	if err := j.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	if _, err := net.Dial("unix", a.Addr().String()); err == nil {
-		t.Error("Close left a listener open")
-	}
-	if _, err := j.Accept(); !errors.Is(err, net.ErrClosed) {
-		t.Errorf("Accept after Close: %v", err)
-	}
-	if j := joinListeners([]net.Listener{a}); j != a {
-		t.Error("one listener joined: want itself")
-	}
-}
-
-func listenUnix(t *testing.T) net.Listener {
-	t.Helper()
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "j.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l
 }
 
 // flakyListener fails its first fails Accepts with a temporary error.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -48,19 +49,24 @@ const (
 	maxCRLFAfterPost = 4
 )
 
-// pushListener is the push socket as net/http sees it: it accepts every
-// connection for the fast path, and Accept returns those the fast path
-// hands over, until net/http closes it.
+// pushListener is the push sockets as net/http sees them: it accepts every
+// connection on each for the fast path (one socket, or with push_proxy =
+// "none" one per push.listen address), and Accept returns those the fast
+// path hands over, until net/http closes it. A connection is taken from a
+// socket's backlog only to be served at once: what is not taken when the
+// sockets close stays there for the next process.
 type pushListener struct {
-	net.Listener // the socket
-	s            *Server
-	handoff      chan net.Conn
-	closed       chan struct{} // closed by Close: no more handovers
-	closeOnce    sync.Once
-	acceptDone   chan struct{} // closed when the socket stopped accepting
-	failed       chan struct{} // closed if that was not shutdown's doing
-	acceptErr    error         // why, once acceptDone is closed
-	serving      sync.WaitGroup
+	socks      []net.Listener
+	s          *Server
+	handoff    chan net.Conn
+	closed     chan struct{} // closed by Close: no more handovers
+	closeOnce  sync.Once
+	acceptDone chan struct{} // closed when every socket stopped accepting
+	failed     chan struct{} // closed if that was not shutdown's doing
+	failOnce   sync.Once
+	acceptErr  error // why the first socket stopped, once acceptDone or failed is closed
+	errOnce    sync.Once
+	serving    sync.WaitGroup
 
 	mu    sync.Mutex
 	conns map[net.Conn]connState // connections on the fast path
@@ -78,9 +84,9 @@ func (st connState) waitsFor() bool {
 	return st.busy && (st.accepted.IsZero() || time.Since(st.accepted) < newConnGrace)
 }
 
-func newPushListener(s *Server, l net.Listener) *pushListener {
+func newPushListener(s *Server, socks []net.Listener) *pushListener {
 	pl := &pushListener{
-		Listener:   l,
+		socks:      socks,
 		s:          s,
 		handoff:    make(chan net.Conn),
 		closed:     make(chan struct{}),
@@ -88,18 +94,29 @@ func newPushListener(s *Server, l net.Listener) *pushListener {
 		failed:     make(chan struct{}),
 		conns:      map[net.Conn]connState{},
 	}
-	go pl.acceptLoop()
+	var loops sync.WaitGroup
+	for _, sock := range socks {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			pl.acceptLoop(sock)
+		}()
+	}
+	go func() {
+		loops.Wait()
+		close(pl.acceptDone)
+	}()
 	return pl
 }
 
-func (l *pushListener) acceptLoop() {
-	defer close(l.acceptDone)
+// acceptLoop serves sock's connections until it fails or is closed.
+func (l *pushListener) acceptLoop(sock net.Listener) {
 	for {
-		c, err := l.s.accept(l.Listener)
+		c, err := l.s.accept(sock)
 		if err != nil {
-			l.acceptErr = err
+			l.errOnce.Do(func() { l.acceptErr = err })
 			if !l.s.stopping.Load() {
-				close(l.failed)
+				l.failOnce.Do(func() { close(l.failed) })
 			}
 			return
 		}
@@ -126,14 +143,34 @@ func (l *pushListener) Accept() (net.Conn, error) {
 	}
 }
 
-// Close ends the handovers and closes the socket, if it is not closed
-// already (shutdown closes it first).
+// Close ends the handovers and closes the sockets, if they are not closed
+// already (shutdown closes them first, with closeSockets).
 func (l *pushListener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.closed)
-		l.Listener.Close()
+		l.closeSockets()
 	})
 	return nil
+}
+
+// closeSockets stops accepting: what is not accepted yet waits in the
+// sockets' backlogs (held by systemd or `wsgate up`) for the next process.
+func (l *pushListener) closeSockets() {
+	for _, sock := range l.socks {
+		sock.Close()
+	}
+}
+
+// Addr is the first socket's address.
+func (l *pushListener) Addr() net.Addr { return l.socks[0].Addr() }
+
+// addrs lists every socket's address, for the log.
+func (l *pushListener) addrs() string {
+	a := make([]string, len(l.socks))
+	for i, sock := range l.socks {
+		a[i] = sock.Addr().String()
+	}
+	return strings.Join(a, " ")
 }
 
 // drain waits, after the socket stopped accepting, until the fast path's

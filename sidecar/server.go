@@ -130,7 +130,9 @@ func (s *Server) Connections() int { return s.reg.len() }
 // pushes in flight, sends each client what was queued for it and a close
 // frame with 1012 (service restart), and finally cuts the clients that did
 // not finish in time. It returns the first error that stopped a listener.
-func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
+// push is one socket, or with push_proxy = "none" one per push.listen
+// address.
+func (s *Server) Serve(ctx context.Context, ws net.Listener, push ...net.Listener) error {
 	p, err := sharedPoller()
 	if err != nil {
 		return fmt.Errorf("epoll: %w", err)
@@ -165,7 +167,7 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	}
 	go run(func() error { return s.acceptWS(ws) }, wsDone)
 	go run(func() error { return pushSrv.Serve(pushes) }, pushDone)
-	s.log.Info("serving", "ws", ws.Addr().String(), "push", push.Addr().String())
+	s.log.Info("serving", "ws", ws.Addr().String(), "push", pushes.addrs())
 
 	select {
 	case <-ctx.Done():
@@ -189,7 +191,7 @@ func (s *Server) Serve(ctx context.Context, ws, push net.Listener) error {
 	// http.Server.Shutdown, which would drop a request it reads after
 	// shutdown began without answering it.
 	ws.Close()
-	push.Close()
+	pushes.closeSockets()
 	<-wsDone
 	if s.up != nil {
 		context.AfterFunc(deadline, s.up.cancel) // what the upstream still has then is abandoned

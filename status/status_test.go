@@ -26,7 +26,7 @@ func serve(t *testing.T, c *config.Config, i int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		sidecar.New(c, i, slog.New(slog.DiscardHandler), sidecar.WithVersion("test")).Serve(ctx, ws, push)
+		sidecar.New(c, i, slog.New(slog.DiscardHandler), sidecar.WithVersion("test")).Serve(ctx, ws, push...)
 		close(done)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
@@ -123,7 +123,10 @@ func TestQueryDirectPush(t *testing.T) {
 	c.RuntimeDir = t.TempDir()
 	c.Nginx.PushProxy = "none"
 	c.Push.Listen = []string{"0.0.0.0"} // asked on loopback
-	for {
+	for try := 0; ; try++ {
+		if try == 100 {
+			t.Fatal("no two free ports in a row")
+		}
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

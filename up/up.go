@@ -117,6 +117,7 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 		push, err := pushFiles(c, i)
 		if err != nil {
 			ws.Close()
+			os.Remove(c.WSSocket(i)) // the file outlives the socket (listenFile)
 			return err
 		}
 		files := append([]*os.File{ws}, push...)

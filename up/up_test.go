@@ -127,3 +127,38 @@ func TestWaitListeningWaitsForPidFile(t *testing.T) {
 		t.Fatal("not ready with the pid file written")
 	}
 }
+
+// With nginx.push_proxy = "none" up binds the push ports; when one is
+// taken it says which, and leaves no socket behind: neither the unix
+// sockets it made (their files outlive the sockets) nor the other ports.
+func TestPushPortTakenLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	taken, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	c := Defaults(dir)
+	c.Instances = 2
+	c.Nginx.PushProxy = "none"
+	c.Push.PortBase = taken.Addr().(*net.TCPAddr).Port - 1 // instance 2's port is taken
+	c.Listen = []string{"127.0.0.1:1"}                     // never reached
+	fake := filepath.Join(dir, "fake-nginx")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\n[ \"$1\" = -t ] && exit 0; exit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.Nginx.Binary = fake
+	err = Run(context.Background(), &c, Options{Binary: "/bin/false", StateDir: filepath.Join(dir, "state"),
+		Out: io.Discard, Log: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "push port of instance 2") || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Run: %v, want instance 2's push port taken", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(c.RuntimeDir, "*.sock")); len(left) > 0 {
+		t.Errorf("sockets left behind: %v", left)
+	}
+	if l, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(c.PushPort(1))); err != nil {
+		t.Errorf("instance 1's push port still bound: %v", err)
+	} else {
+		l.Close()
+	}
+}

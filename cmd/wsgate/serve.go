@@ -63,7 +63,7 @@ func runServe(args []string) error {
 	}()
 	// The listeners already queue connections, so the service is ready.
 	daemon.SdNotify(false, daemon.SdNotifyReady)
-	return sidecar.New(&cfg, *instance, log, sidecar.WithVersion(version)).Serve(ctx, ws, push)
+	return sidecar.New(&cfg, *instance, log, sidecar.WithVersion(version)).Serve(ctx, ws, push...)
 }
 
 // threads is how many threads (GOMAXPROCS) each of instances sidecars

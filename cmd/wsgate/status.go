@@ -23,9 +23,10 @@ func runStatus(args []string) error {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: wsgate status [-config FILE] [-json] [-interval D] [-timeout D]
 
-Asks every instance for GET /status over its push socket (runtime_dir/push-<i>.sock),
-all at once, and nginx for its stub_status at push.listen[0]:push.port_base/nginx_status
-(not served with nginx.push_proxy = "stream").
+Asks every instance for GET /status over its push socket (runtime_dir/push-<i>.sock;
+with nginx.push_proxy = "none", its push port), all at once, and nginx for its
+stub_status at push.listen[0]:push.port_base/nginx_status (served only with
+nginx.push_proxy = "http").
 Prints one row per instance (pid, uptime, connections, pushes/s, drops: pushes refused
 with 503 since it started), the totals, and nginx's connection counts. An instance that
 does not answer within -timeout is reported down and the exit status is 1.

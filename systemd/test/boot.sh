@@ -358,10 +358,16 @@ failed=$(inside systemctl list-units --all --state=failed --plain --no-legend 'w
 ok "every wsgate unit inactive, none failed, socket files removed"
 
 # --- push ports held by systemd (nginx.push_proxy = "none") ----------------
-step "push_proxy = \"none\": make install again, drop-ins for the push ports, as systemd/README.md says"
+step "push_proxy = \"none\" on a running system, as systemd/README.md says: stop wsgate.target, make install, drop-ins, reload nginx, start wsgate.target"
+inside systemctl start wsgate.target
+bg before wsclient client -url ws://127.0.0.1:8080/ws -want-close 1012 -timeout 60s
+welcomed before >/dev/null
+inside systemctl stop wsgate.target || fail "systemctl stop wsgate.target"
+wait "$PID_before" || fail "the client connected before was not closed with 1012: $(cat "$WORK/before.out")"
 printf '\n[nginx]\npush_proxy = "none"\n' >>"$ROOT/etc/wsgate/wsgate.toml"
 make --no-print-directory install DESTDIR="$ROOT" BIN="$WORK/wsgate" >"$WORK/install2.log" 2>&1 ||
 	{ cat "$WORK/install2.log" >&2; fail "make install with push_proxy = \"none\""; }
+grep -q 'drop-in' "$WORK/install2.log" || fail "make install did not mention the drop-ins: $(cat "$WORK/install2.log")"
 inside grep -q 'wsgate_push_' /etc/nginx/conf.d/wsgate.conf && fail "conf.d/wsgate.conf still has push servers"
 for i in 1 2; do
 	inside mkdir -p "/etc/systemd/system/wsgate-push@$i.socket.d"
@@ -373,11 +379,14 @@ inside systemctl reload nginx || fail "nginx reload"
 # nginx's old workers let go of the push ports once they are done.
 await 20 sh -c "! nsenter -t $INIT -a cat /proc/net/tcp | awk '\$4 == \"0A\"' | grep -qi ':$(printf %04X $PUSH_PORT_BASE) '" ||
 	fail "nginx still listens on $PUSH_PORT_BASE after its reload"
-inside systemctl start wsgate-ws@1.socket wsgate-ws@2.socket wsgate-push@1.socket wsgate-push@2.socket ||
-	fail "starting the sockets with the drop-ins"
-[ "$(active wsgate@1.service wsgate@2.service | xargs)" = "inactive inactive" ] ||
-	fail "a sidecar runs before any client"
-ok "nginx lets go of the push ports, systemd listens on them; no sidecar running"
+inside systemctl start wsgate.target || fail "systemctl start wsgate.target"
+for s in wsgate-ws@1.socket wsgate-ws@2.socket wsgate-push@1.socket wsgate-push@2.socket; do
+	[ "$(active $s)" = active ] || fail "$s is not active after the restart"
+done
+inside test -e /run/wsgate/push-1.sock && fail "/run/wsgate/push-1.sock is still there"
+listens=$(inside systemctl show -P Listen wsgate-push@1.socket)
+[ "$listens" = "127.0.0.1:$PUSH_PORT_BASE (Stream)" ] || fail "wsgate-push@1.socket listens on '$listens'"
+ok "the old client got 1012; wsgate-push@1.socket listens on $listens; the unix push sockets are gone"
 
 step "a push straight to the sidecar"
 bg direct wsclient client -url ws://127.0.0.1:8080/ws -messages 1 -timeout 30s
