@@ -19,6 +19,11 @@ build: $(BIN)
 
 $(BIN): FORCE
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/wsgate
+	@# Under sudo (make install) leave the build output to the user, whose
+	@# next make could not overwrite a root-owned bin/.
+	@if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_UID:-}" ] && [ -n "$${SUDO_GID:-}" ]; then \
+		chown "$$SUDO_UID:$$SUDO_GID" $(BIN) && \
+		if [ "$(dir $(BIN))" = bin/ ]; then chown "$$SUDO_UID:$$SUDO_GID" bin; fi; fi
 
 FORCE:
 

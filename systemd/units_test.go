@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -252,10 +253,10 @@ func runMake(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// TestSudoBuildStampsVersion: under `sudo make install` root builds in a
-// checkout another user owns, which git refuses unless told it is safe; the
-// binary must still name its commit rather than "dev".
-func TestSudoBuildStampsVersion(t *testing.T) {
+// TestSudoBuild: under `sudo make install` root builds in a checkout
+// another user owns, which git refuses unless told it is safe; the binary
+// must still name its commit rather than "dev", and bin/ stay the user's.
+func TestSudoBuild(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root, to build in a checkout another user owns")
 	}
@@ -285,6 +286,23 @@ func TestSudoBuildStampsVersion(t *testing.T) {
 	}
 	if want := "commit " + strings.TrimSpace(string(head)); !strings.Contains(string(out), want) || strings.HasPrefix(string(out), "wsgate dev ") {
 		t.Errorf("wsgate version built by root in another user's checkout says %q; want a version from git and %q", out, want)
+	}
+
+	// The binary and bin/ that sudo's root builds belong to the user who
+	// ran sudo, whose next make must be able to overwrite them.
+	cmd := exec.Command("make", "-s", "--no-print-directory", "-C", clone, "build")
+	cmd.Env = append(os.Environ(), "SUDO_UID=65534", "SUDO_GID=65534")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make build under sudo: %v\n%s", err, out)
+	}
+	for _, p := range []string{filepath.Join(clone, "bin"), filepath.Join(clone, "bin", "wsgate")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s is owned by %d:%d after a build under sudo, want the user's 65534:65534", p, st.Uid, st.Gid)
+		}
 	}
 }
 
