@@ -22,8 +22,8 @@ $(BIN): FORCE
 	@# Under sudo (make install) leave the build output to the user, whose
 	@# next make could not overwrite a root-owned bin/.
 	@if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_UID:-}" ] && [ -n "$${SUDO_GID:-}" ]; then \
-		chown "$$SUDO_UID:$$SUDO_GID" $(BIN) && \
-		if [ "$(dir $(BIN))" = bin/ ]; then chown "$$SUDO_UID:$$SUDO_GID" bin; fi; fi
+		d=$$(dirname $(BIN)); case $$d in bin | ./bin) d="$$d $(BIN)";; *) d=$(BIN);; esac; \
+		chown "$$SUDO_UID:$$SUDO_GID" $$d || echo "warning: could not give $$d back to uid $$SUDO_UID"; fi
 
 FORCE:
 
@@ -147,7 +147,7 @@ install: build
 			if [ -e $$f ]; then echo "warning: $$f is left from another nginx.client_proxy or nginx.push_proxy: remove it and its include, or nginx -t fails"; fi; \
 		fi; \
 	done; \
-	if grep -Eq "^[[:space:]]*push_proxy[[:space:]]*=[[:space:]]*[\"']none[\"']" $$cfg; then \
+	if grep -Eq "^[[:space:]]*(nginx\.)?push_proxy[[:space:]]*=[[:space:]]*[\"']none[\"']" $$cfg; then \
 		echo "nginx.push_proxy = \"none\": give each wsgate-push@<i>.socket its push port with a drop-in (systemd/README.md), or the sidecars refuse to start"; \
 	fi; \
 	echo "next: systemctl enable --now wsgate.target, reload nginx (systemd/README.md)"
