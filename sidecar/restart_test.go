@@ -117,3 +117,19 @@ func TestRestartLosesNoPush(t *testing.T) {
 		})
 	}
 }
+
+// Serve refuses to run without a push socket, which would leave every push
+// URL of its clients unanswered.
+func TestServeNeedsPushSocket(t *testing.T) {
+	cfg := config.Default()
+	cfg.RuntimeDir = t.TempDir()
+	ws, err := net.Listen("unix", cfg.RuntimeDir+"/ws.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	err = New(&cfg, 1, slog.New(slog.DiscardHandler)).Serve(context.Background(), ws)
+	if err == nil || !strings.Contains(err.Error(), "no push socket") {
+		t.Fatalf("Serve without a push socket: %v", err)
+	}
+}

@@ -133,6 +133,9 @@ func (s *Server) Connections() int { return s.reg.len() }
 // push is one socket, or with push_proxy = "none" one per push.listen
 // address.
 func (s *Server) Serve(ctx context.Context, ws net.Listener, push ...net.Listener) error {
+	if len(push) == 0 {
+		return errors.New("sidecar: no push socket to serve")
+	}
 	p, err := sharedPoller()
 	if err != nil {
 		return fmt.Errorf("epoll: %w", err)
