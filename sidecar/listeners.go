@@ -112,8 +112,8 @@ func checkPush(c *config.Config, instance int, pushes []net.Listener) error {
 	}
 	if !c.DirectPush() {
 		if len(pushes) != 1 || pushes[0].Addr().Network() != "unix" {
-			return fmt.Errorf("socket activation: nginx.push_proxy = %q wants one unix socket named %q (nginx proxies to %s), got %s",
-				c.Nginx.PushProxy, PushSocketName, c.PushSocket(instance), strings.Join(got, ", "))
+			return fmt.Errorf("socket activation: nginx.push_proxy = %q wants one unix socket named %q (nginx proxies to %s), got %s; a wsgate-push@%d.socket drop-in left from push_proxy = \"none\"? (systemd/README.md)",
+				c.Nginx.PushProxy, PushSocketName, c.PushSocket(instance), strings.Join(got, ", "), instance)
 		}
 		return nil
 	}

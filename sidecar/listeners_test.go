@@ -278,7 +278,7 @@ func TestCheckActivatedPush(t *testing.T) {
 		{"stream", []net.Listener{unixL}, ""},
 		{"none", []net.Listener{v4, v6}, ""},
 		{"none", []net.Listener{v6, v4}, ""},
-		{"http", []net.Listener{v4}, "wants one unix socket"},
+		{"http", []net.Listener{v4}, "drop-in left from push_proxy = \"none\""},
 		{"stream", []net.Listener{unixL, unixL}, "wants one unix socket"},
 		{"none", []net.Listener{unixL}, "wsgate-push@2.socket drop-in"},
 		{"none", []net.Listener{v4, otherPort}, wants},
