@@ -102,7 +102,9 @@ clean:
 # (with client_proxy = "http") and `-part stream` into
 # $(NGINXDIR)/wsgate-stream.conf (for inclusion inside stream{}, when either
 # is "stream"). A snippet left from another combination is named in a
-# warning: nginx.conf includes it, so it is not removed.
+# warning: nginx.conf includes it, so it is not removed. `wsgate systemd`
+# writes the unit drop-ins the TOML needs into $(UNITDIR) (with
+# nginx.push_proxy = "none", each push socket's port) and removes the others.
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system,/etc/systemd/system)
@@ -147,9 +149,7 @@ install: build
 			if [ -e $$f ]; then echo "warning: $$f is left from another nginx.client_proxy or nginx.push_proxy: remove it and its include, or nginx -t fails"; fi; \
 		fi; \
 	done; \
-	if grep -Eq "^[[:space:]]*(nginx\.)?push_proxy[[:space:]]*=[[:space:]]*[\"']none[\"']" $$cfg; then \
-		echo "nginx.push_proxy = \"none\": give each wsgate-push@<i>.socket its push port with a drop-in (systemd/README.md), or the sidecars refuse to start"; \
-	fi; \
+	$$bin systemd -config $$cfg -dir $(DESTDIR)$(UNITDIR) || exit 1; \
 	echo "next: systemctl enable --now wsgate.target, reload nginx (systemd/README.md)"
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then echo "systemctl daemon-reload"; systemctl daemon-reload; fi
 

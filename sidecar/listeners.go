@@ -112,7 +112,7 @@ func checkPush(c *config.Config, instance int, pushes []net.Listener) error {
 	}
 	if !c.DirectPush() {
 		if len(pushes) != 1 || pushes[0].Addr().Network() != "unix" {
-			return fmt.Errorf("socket activation: nginx.push_proxy = %q wants one unix socket named %q (nginx proxies to %s), got %s; a wsgate-push@%d.socket drop-in left from push_proxy = \"none\"? (systemd/README.md)",
+			return fmt.Errorf("socket activation: nginx.push_proxy = %q wants one unix socket named %q (nginx proxies to %s), got %s; a wsgate-push@%d.socket drop-in left from push_proxy = \"none\"? make install removes it (systemd/README.md)",
 				c.Nginx.PushProxy, PushSocketName, c.PushSocket(instance), strings.Join(got, ", "), instance)
 		}
 		return nil
@@ -136,7 +136,7 @@ func checkPush(c *config.Config, instance int, pushes []net.Listener) error {
 		delete(missing, unmapped(tcp.AddrPort()))
 	}
 	if !ok {
-		return fmt.Errorf("socket activation: nginx.push_proxy = \"none\" wants one TCP socket on each of %s (push.listen at push.port_base + instance - 1, which the push URLs name), got %s; systemd/README.md shows the wsgate-push@%d.socket drop-in",
+		return fmt.Errorf("socket activation: nginx.push_proxy = \"none\" wants one TCP socket on each of %s (push.listen at push.port_base + instance - 1, which the push URLs name), got %s; make install writes the wsgate-push@%d.socket drop-in for it (systemd/README.md)",
 			strings.Join(want, ", "), strings.Join(got, ", "), instance)
 	}
 	return nil

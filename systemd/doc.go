@@ -1,10 +1,13 @@
-// Package systemd holds wsgate's systemd units and their tests; it has no Go
-// code of its own. In production each sidecar instance i runs as
+// Package systemd holds wsgate's systemd units, their tests, and the unit
+// drop-ins rendered from the TOML (WriteDropIns, run by `wsgate systemd`
+// from make install). In production each sidecar instance i runs as
 // wsgate@i.service, started on the first connection to one of the two
 // sockets systemd holds for it:
 //
 //   - wsgate-ws@.socket: <runtime_dir>/ws-<i>.sock, passed as "ws".
-//   - wsgate-push@.socket: <runtime_dir>/push-<i>.sock, passed as "push".
+//   - wsgate-push@.socket: <runtime_dir>/push-<i>.sock, passed as "push";
+//     with nginx.push_proxy = "none" a drop-in replaces it with the
+//     instance's push port on each push.listen address.
 //   - wsgate@.service: `wsgate serve -config /etc/wsgate/wsgate.toml
 //     -instance %i`, Type=notify, sandboxed (DynamicUser, ProtectSystem=strict
 //     and the rest; `systemd-analyze security` exposure at most 2.5).

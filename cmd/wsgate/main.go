@@ -25,6 +25,7 @@ var commands = map[string]command{
 	"nginx":   {"print the nginx config generated from the TOML", runNginx},
 	"serve":   {"run one sidecar instance (as systemd runs it)", runServe},
 	"status":  {"show every instance's connections, pushes/s and drops, and nginx's counters", runStatus},
+	"systemd": {"write the systemd unit drop-ins the TOML needs (make install runs it)", runSystemd},
 	"version": {"print version, Go version and commit", runVersion},
 }
 

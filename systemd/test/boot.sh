@@ -13,9 +13,9 @@
 #     ws-1.sock and pushing through nginx's instance-1 push port;
 #   - `systemctl stop` closes clients with 1012 and leaves the units
 #     inactive, not failed; stopping wsgate.target removes the sockets;
-#   - with nginx.push_proxy = "none" and the drop-ins systemd/README.md
-#     describes, systemd holds the push ports: a push reaches the client
-#     with nginx out of its way, and restarting a sidecar refuses no push.
+#   - with nginx.push_proxy = "none" and the drop-ins make install writes,
+#     systemd holds the push ports: a push reaches the client with nginx
+#     out of its way, and restarting a sidecar refuses no push.
 #
 # Needs root. Installs systemd-container and debootstrap when missing. The
 # rootfs comes from the Debian mirror apt uses here and is cached as a
@@ -358,7 +358,7 @@ failed=$(inside systemctl list-units --all --state=failed --plain --no-legend 'w
 ok "every wsgate unit inactive, none failed, socket files removed"
 
 # --- push ports held by systemd (nginx.push_proxy = "none") ----------------
-step "push_proxy = \"none\" on a running system, as systemd/README.md says: stop wsgate.target, make install, drop-ins, reload nginx, start wsgate.target"
+step "push_proxy = \"none\" on a running system, as systemd/README.md says: stop wsgate.target, make install (drop-ins), reload nginx, start wsgate.target"
 inside systemctl start wsgate.target
 bg before wsclient client -url ws://127.0.0.1:8080/ws -want-close 1012 -timeout 60s
 welcomed before >/dev/null
@@ -367,13 +367,11 @@ wait "$PID_before" || fail "the client connected before was not closed with 1012
 printf '\n[nginx]\npush_proxy = "none"\n' >>"$ROOT/etc/wsgate/wsgate.toml"
 make --no-print-directory install DESTDIR="$ROOT" BIN="$WORK/wsgate" >"$WORK/install2.log" 2>&1 ||
 	{ cat "$WORK/install2.log" >&2; fail "make install with push_proxy = \"none\""; }
-grep -q 'drop-in' "$WORK/install2.log" || fail "make install did not mention the drop-ins: $(cat "$WORK/install2.log")"
-inside grep -q 'wsgate_push_' /etc/nginx/conf.d/wsgate.conf && fail "conf.d/wsgate.conf still has push servers"
 for i in 1 2; do
-	inside mkdir -p "/etc/systemd/system/wsgate-push@$i.socket.d"
-	printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n' $((PUSH_PORT_BASE + i - 1)) |
-		inside tee "/etc/systemd/system/wsgate-push@$i.socket.d/port.conf" >/dev/null
+	inside grep -qx "ListenStream=127.0.0.1:$((PUSH_PORT_BASE + i - 1))" "/usr/local/lib/systemd/system/wsgate-push@$i.socket.d/wsgate-push-port.conf" ||
+		fail "make install wrote no drop-in with instance $i's push port: $(cat "$WORK/install2.log")"
 done
+inside grep -q 'wsgate_push_' /etc/nginx/conf.d/wsgate.conf && fail "conf.d/wsgate.conf still has push servers"
 inside systemctl daemon-reload
 inside systemctl reload nginx || fail "nginx reload"
 # nginx's old workers let go of the push ports once they are done.
