@@ -187,6 +187,19 @@ func (ts *testServer) pushText(t *testing.T, id, msg string) int {
 }
 
 // eventually fails unless cond becomes true within 10s.
+// staller returns what a test backend calls to answer a request never:
+// it returns only when the request is canceled, or when the test ends.
+func staller(t testing.TB) func(*http.Request) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	return func(r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+}
+
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

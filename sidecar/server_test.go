@@ -485,15 +485,11 @@ func TestShutdownDoesNotWaitForHandshakes(t *testing.T) {
 		shutdownGets1012(t, ts, c, id)
 	})
 	t.Run("connect at a slow backend", func(t *testing.T) {
-		slow := make(chan struct{})
-		defer close(slow)
+		stall := staller(t)
 		var connects atomic.Int32
 		b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 			if connects.Add(1) > 1 {
-				select {
-				case <-slow:
-				case <-r.Context().Done():
-				}
+				stall(r)
 			}
 			w.WriteHeader(http.StatusNoContent)
 		})

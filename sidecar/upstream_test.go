@@ -233,14 +233,10 @@ func TestUpstreamDown(t *testing.T) {
 		t.Fatalf("unreachable counted %v times", v)
 	}
 
-	release := make(chan struct{})
+	stall := staller(t)
 	slow := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
+		stall(r)
 	})
-	t.Cleanup(func() { close(release) })
 	ts = upstreamServer(t, slow, func(u *config.Upstream) { u.Timeout = config.Duration(100 * time.Millisecond) })
 	if status, _, _ := refusedDial(t, ts); status != 504 {
 		t.Fatalf("slow upstream: handshake %d, want 504", status)
@@ -543,14 +539,10 @@ func TestUpstreamDisconnectRetries(t *testing.T) {
 // A backend that never answers disconnect does not hold shutdown past its
 // deadline: the request is canceled and counted.
 func TestUpstreamShutdownBounded(t *testing.T) {
-	hold := make(chan struct{})
-	t.Cleanup(func() { close(hold) })
+	stall := staller(t)
 	b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 		if e.Kind() == "disconnect" {
-			select {
-			case <-hold:
-			case <-r.Context().Done():
-			}
+			stall(r)
 		}
 	})
 	ts := newTestServer(t, func(c *config.Config) {
@@ -901,14 +893,10 @@ func TestUpstreamSlowBackendIsNotIdle(t *testing.T) {
 func TestUpstreamShutdownDropsAsClosed(t *testing.T) {
 	for _, policy := range []string{"refuse", "allow"} {
 		t.Run(policy, func(t *testing.T) {
-			hold := make(chan struct{})
-			t.Cleanup(func() { close(hold) })
+			stall := staller(t)
 			b := testapp.Start(t, false, func(w http.ResponseWriter, r *http.Request, e testapp.Event) {
 				if e.Kind() == "message" {
-					select {
-					case <-hold:
-					case <-r.Context().Done():
-					}
+					stall(r)
 				}
 			})
 			ts := newTestServer(t, func(c *config.Config) {
