@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 // make install renders the nginx snippets that each combination of
@@ -28,7 +30,7 @@ func TestMakeInstallSnippets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := freePorts(t, "127.0.0.1", 4)
+	base := wstest.FreePorts(t, "127.0.0.1", 4)
 	var dest string
 	install := func(t *testing.T) string {
 		t.Helper()

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -40,33 +39,6 @@ func needNginx(t *testing.T) {
 	t.Skip("nginx is not installed (apt-get install nginx); .ci/run installs it")
 }
 
-// freePorts finds n consecutive TCP ports free on host and on every one of
-// also.
-func freePorts(t *testing.T, host string, n int, also ...string) int {
-	t.Helper()
-	for try := 0; try < 200; try++ {
-		// Below Linux's ephemeral range (32768..60999 by default), so that
-		// the tests' own outgoing connections do not take these ports.
-		base := 10000 + rand.IntN(20000)
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			for _, h := range append([]string{host}, also...) {
-				l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(p)))
-				if err != nil {
-					ok = false
-					break
-				}
-				l.Close()
-			}
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free ports")
-	return 0
-}
-
 // startUp runs `wsgate up` with a config built from the given TOML lines
 // plus free loopback ports, and waits until it is serving. host is
 // "127.0.0.1" or "::1".
@@ -90,7 +62,7 @@ func launch(t *testing.T, instances int, host string, pushHosts []string, extra 
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755) // nginx workers (www-data when root) reach the sockets
 	os.Chmod(filepath.Dir(dir), 0o755)
-	base := freePorts(t, host, instances+1, pushHosts...)
+	base := wstest.FreePorts(t, host, instances+1, pushHosts...)
 	client := net.JoinHostPort(host, strconv.Itoa(base+instances))
 	cfg := writeConfig(t, dir, fmt.Sprintf(`instances = %d
 runtime_dir = %q

@@ -300,7 +300,7 @@ func TestUpstreamExampleBackend(t *testing.T) {
 	if err := os.WriteFile(script, []byte(code), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freePorts(t, "127.0.0.1", 1)
+	port := wstest.FreePorts(t, "127.0.0.1", 1)
 	backend := exec.Command(python, script, strconv.Itoa(port))
 	stderr := &wstest.Output{}
 	backend.Stderr = stderr

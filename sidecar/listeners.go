@@ -46,7 +46,9 @@ func Listeners(c *config.Config, instance int) (ws net.Listener, push []net.List
 			err = checkPush(c, instance, pushes)
 		}
 		if err != nil {
-			closeAll(named)
+			for _, ls := range named {
+				closeAll(ls)
+			}
 			return nil, nil, false, err
 		}
 		return ws, pushes, true, nil
@@ -57,26 +59,36 @@ func Listeners(c *config.Config, instance int) (ws net.Listener, push []net.List
 	if ws, err = BindUnix(c.WSSocket(instance)); err != nil {
 		return nil, nil, false, err
 	}
-	var pushes []net.Listener
-	if c.DirectPush() {
-		for _, a := range c.PushListenAddrs(instance) {
-			var l net.Listener
-			if l, err = BindTCP(a); err != nil {
-				break
-			}
-			pushes = append(pushes, l)
-		}
-	} else {
-		var l net.Listener
-		if l, err = BindUnix(c.PushSocket(instance)); err == nil {
-			pushes = append(pushes, l)
-		}
-	}
+	pushes, err := BindPush(c, instance)
 	if err != nil {
-		closeAll(map[string][]net.Listener{"": append(pushes, ws)})
+		ws.Close()
 		return nil, nil, false, err
 	}
 	return ws, pushes, false, nil
+}
+
+// BindPush binds instance's push sockets, as `wsgate serve` without
+// activation and `wsgate up` do: its unix socket, or with nginx.push_proxy
+// = "none" its push port on each push.listen address. On an error it
+// closes what it bound.
+func BindPush(c *config.Config, instance int) ([]net.Listener, error) {
+	if !c.DirectPush() {
+		l, err := BindUnix(c.PushSocket(instance))
+		if err != nil {
+			return nil, err
+		}
+		return []net.Listener{l}, nil
+	}
+	var ls []net.Listener
+	for _, a := range c.PushListenAddrs(instance) {
+		l, err := BindTCP(a)
+		if err != nil {
+			closeAll(ls)
+			return nil, fmt.Errorf("push port of instance %d: %w", instance, err)
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
 }
 
 // pick takes the listeners of each name from activated sockets: exactly
@@ -146,11 +158,9 @@ func unmapped(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-func closeAll(named map[string][]net.Listener) {
-	for _, ls := range named {
-		for _, l := range ls {
-			l.Close()
-		}
+func closeAll(ls []net.Listener) {
+	for _, l := range ls {
+		l.Close()
 	}
 }
 

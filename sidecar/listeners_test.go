@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 )
 
 func TestListenersBindWithoutActivation(t *testing.T) {
@@ -139,32 +140,6 @@ func TestPickActivatedListeners(t *testing.T) {
 	}
 }
 
-// freePushPorts sets c's push.port_base to where instances 1..n find their
-// ports free on 127.0.0.1 and ::1.
-func freePushPorts(t *testing.T, c *config.Config, n int) {
-	t.Helper()
-next:
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Push.PortBase = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		for i := 1; i <= n; i++ {
-			for _, a := range []string{"127.0.0.1", "::1"} {
-				l, err := net.Listen("tcp", net.JoinHostPort(a, strconv.Itoa(c.PushPort(i))))
-				if err != nil {
-					continue next
-				}
-				l.Close()
-			}
-		}
-		return
-	}
-	t.Fatal("no free push ports")
-}
-
 // With nginx.push_proxy = "none" and no activation, a sidecar binds its
 // push port on each push.listen address, each in its own family (so that
 // "0.0.0.0" and "::" go together, as in nginx).
@@ -174,7 +149,7 @@ func TestListenersDirectPush(t *testing.T) {
 	cfg := config.Default()
 	cfg.RuntimeDir = filepath.Join(t.TempDir(), "run")
 	cfg.Nginx.PushProxy = "none"
-	freePushPorts(t, &cfg, 2)
+	cfg.Push.PortBase = wstest.FreePorts(t, "127.0.0.1", 2, "::1")
 	cfg.Push.Listen = []string{"0.0.0.0", "::"}
 	ws, push, activated, err := Listeners(&cfg, 2)
 	if err != nil {
@@ -251,7 +226,7 @@ func needIPv6(t *testing.T) {
 func TestCheckActivatedPush(t *testing.T) {
 	needIPv6(t)
 	cfg := config.Default()
-	freePushPorts(t, &cfg, 2)
+	cfg.Push.PortBase = wstest.FreePorts(t, "127.0.0.1", 2, "::1")
 	cfg.Push.Listen = []string{"127.0.0.1", "::1"}
 	unixL, err := net.Listen("unix", filepath.Join(t.TempDir(), "push.sock"))
 	if err != nil {

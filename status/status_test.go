@@ -2,7 +2,6 @@ package status
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 	"github.com/wsgate/wsgate/sidecar"
 )
 
@@ -123,21 +123,7 @@ func TestQueryDirectPush(t *testing.T) {
 	c.RuntimeDir = t.TempDir()
 	c.Nginx.PushProxy = "none"
 	c.Push.Listen = []string{"0.0.0.0"} // asked on loopback
-	for try := 0; ; try++ {
-		if try == 100 {
-			t.Fatal("no two free ports in a row")
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Push.PortBase = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", c.PushPort(2))); err == nil {
-			l.Close()
-			break
-		}
-	}
+	c.Push.PortBase = wstest.FreePorts(t, "127.0.0.1", 2)
 	serve(t, &c, 1)
 	serve(t, &c, 2)
 	connect(t, &c, 2)

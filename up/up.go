@@ -114,7 +114,7 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 		if err != nil {
 			return err
 		}
-		push, err := pushFiles(c, i)
+		push, pushPaths, err := pushFiles(c, i)
 		if err != nil {
 			ws.Close()
 			os.Remove(c.WSSocket(i)) // the file outlives the socket (listenFile)
@@ -122,10 +122,7 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 		}
 		files := append([]*os.File{ws}, push...)
 		names := sidecar.WSSocketName + strings.Repeat(":"+sidecar.PushSocketName, len(push))
-		paths := []string{c.WSSocket(i)}
-		if !c.DirectPush() {
-			paths = append(paths, c.PushSocket(i))
-		}
+		paths := append([]string{c.WSSocket(i)}, pushPaths...)
 		sidecars = append(sidecars, &child{
 			name:  fmt.Sprintf("sidecar %d", i),
 			log:   log,
@@ -239,45 +236,44 @@ func listenFile(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	ul := l.(*net.UnixListener)
-	f, err := ul.File()
-	ul.SetUnlinkOnClose(false) // the file keeps the socket; removed at the end
-	ul.Close()
-	return f, err
+	return fileOf(l)
 }
 
-// pushFiles binds instance i's push sockets: its unix socket, or with
-// nginx.push_proxy = "none" its push port on each push.listen address.
-func pushFiles(c *config.Config, i int) ([]*os.File, error) {
-	if !c.DirectPush() {
-		f, err := listenFile(c.PushSocket(i))
-		if err != nil {
-			return nil, err
-		}
-		return []*os.File{f}, nil
+// pushFiles binds instance i's push sockets (sidecar.BindPush) and returns
+// them as files, with the paths of those that are unix sockets.
+func pushFiles(c *config.Config, i int) (files []*os.File, paths []string, err error) {
+	ls, err := sidecar.BindPush(c, i)
+	if err != nil {
+		return nil, nil, err
 	}
-	var files []*os.File
-	for _, a := range c.PushListenAddrs(i) {
-		l, err := sidecar.BindTCP(a)
-		if err != nil {
-			closeFiles(files)
-			return nil, fmt.Errorf("push port of instance %d: %w", i, err)
+	for j, l := range ls {
+		if l.Addr().Network() == "unix" {
+			paths = append(paths, l.Addr().String())
 		}
-		f, err := l.(*net.TCPListener).File()
-		l.Close()
+		f, err := fileOf(l)
 		if err != nil {
-			closeFiles(files)
-			return nil, err
+			for _, l := range ls[j+1:] {
+				l.Close()
+			}
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, nil, err
 		}
 		files = append(files, f)
 	}
-	return files, nil
+	return files, paths, nil
 }
 
-func closeFiles(files []*os.File) {
-	for _, f := range files {
-		f.Close()
+// fileOf returns l's socket as a file and closes l; a unix socket's path
+// stays (up removes it at the end).
+func fileOf(l net.Listener) (*os.File, error) {
+	if ul, ok := l.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
 	}
+	f, err := l.(interface{ File() (*os.File, error) }).File()
+	l.Close()
+	return f, err
 }
 
 func writeConfig(path string, c *config.Config) error {

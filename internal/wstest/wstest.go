@@ -1,12 +1,15 @@
 // Package wstest has the helpers that the sidecar's tests and the gateway's
 // integration tests share: reading a WebSocket's messages and its close
-// code with deadlines, and collecting a process's output while it runs.
+// code with deadlines, collecting a process's output while it runs, and
+// finding free ports.
 package wstest
 
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -107,4 +110,31 @@ func (o *Output) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.b.String()
+}
+
+// FreePorts returns a port p such that p..p+n-1 are free on host and on
+// each of also, or fails t.
+func FreePorts(t testing.TB, host string, n int, also ...string) int {
+	t.Helper()
+	for try := 0; try < 200; try++ {
+		// Below Linux's ephemeral range (32768..60999 by default), so that
+		// the tests' own outgoing connections do not take these ports.
+		base := 10000 + rand.IntN(20000)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			for _, h := range append([]string{host}, also...) {
+				l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(p)))
+				if err != nil {
+					ok = false
+					break
+				}
+				l.Close()
+			}
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free ports")
+	return 0
 }
