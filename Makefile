@@ -11,7 +11,7 @@ COMMIT   ?= $(shell $(GIT) rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/wsgate
 
-.PHONY: all build run nginx-installed nginx-if-root test vet fmt-check fuzz bench clean
+.PHONY: all build run nginx-installed nginx-if-root test vet fmt-check fuzz bench profile clean
 
 all: build
 
@@ -85,6 +85,15 @@ bench: build nginx-installed
 	$(GO) test -run '^$$' -bench . -benchmem ./sidecar
 	$(GO) build -o bin/wsbench ./cmd/wsbench
 	bash bench/bench.sh
+
+# Where the CPUs' time goes in each phase of the bench (perf record on both
+# CPUs; bench/bench.sh's summarize): one round of every setup at the bench's
+# load, into bin/profile/*.txt. wsgate is built with its symbols for it. A
+# profiled run's figures are not for comparing: perf costs CPU too.
+profile: nginx-installed
+	$(MAKE) build LDFLAGS='-X main.version=$(VERSION) -X main.commit=$(COMMIT)'
+	$(GO) build -o bin/wsbench ./cmd/wsbench
+	PROFILE=$(CURDIR)/bin/profile ROUNDS=$${ROUNDS:-1} bash bench/bench.sh
 
 clean:
 	rm -rf bin

@@ -9,7 +9,8 @@
 # figure as a ratio wsgate/Nchan from the best run of each. Knobs: CLIENTS,
 # PUSHES, PUSHERS, CONC, SIZE, BATCH, ROUNDS, RATE, RATE_PUSHES; SETUPS
 # (e.g. "wsgate-direct") runs only those; WSGATE_ENV adds environment to
-# `wsgate up` (e.g. WSGATE_ENV=GOMAXPROCS=1).
+# `wsgate up` (e.g. WSGATE_ENV=GOMAXPROCS=1); PROFILE=DIR records a CPU
+# profile of every phase into DIR (`make profile`; see summarize below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-8000} PUSHES=${PUSHES:-30000} PUSHERS=${PUSHERS:-32} CONC=${CONC:-64}
@@ -34,6 +35,13 @@ need() {
 }
 need "$NCHAN_MOD" libnginx-mod-nchan
 need "$STREAM_MOD" libnginx-mod-stream
+if [ -n "${PROFILE:-}" ]; then
+  need /usr/bin/perf linux-perf
+  [ -x /usr/bin/perf ] || { echo "bench: PROFILE needs perf (apt-get install linux-perf)" >&2; exit 1; }
+  mkdir -p "$PROFILE"
+  # What an earlier run left (perf would keep it as .old).
+  rm -f "$PROFILE"/*-{handshake,push,batch}.{data,syscalls,txt}
+fi
 
 state=$(mktemp -d /tmp/wsgate-bench.XXXXXX)
 chmod 755 "$state"
@@ -118,6 +126,7 @@ start_nchan() {
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 common=(-clients "$CLIENTS" -pushes "$PUSHES" -p "$PUSHERS" -c "$CONC" -size "$SIZE" -rate "$RATE" -rate-pushes "$RATE_PUSHES" -json)
+[ -n "${PROFILE:-}" ] && common+=(-perf "$PROFILE")
 : > "$state/results.json"
 for round in $(seq "$ROUNDS"); do
   for setup in "${setups[@]}"; do
@@ -137,3 +146,36 @@ for round in $(seq "$ROUNDS"); do
   fi
 done
 bin/wsbench -report "$state/results.json"
+
+# summarize FILE.data: FILE.txt, the server's system calls per operation of
+# that phase (FILE.syscalls, from wsbench), then where the two CPUs' time
+# went: the share of all samples by process (swapper is idle time), then for each
+# of nginx (wsgate's or Nchan's), wsgate (the sidecars) and wsbench (the load
+# generator) its share in the kernel and in its own code, its top
+# functions with what they call (a system call with the kernel's work for
+# it, the loopback's delivery to the reader included), and its top
+# functions by their own time. Every percentage is of all samples of the phase, so figures of
+# different processes add up.
+summarize() {
+  local f=$1 comm
+  report() { perf report -i "$f" --stdio --no-children -g none --percent-limit "$@" 2>/dev/null | grep -v -e '^#' -e '^$' || true; }
+  {
+    cat "${f%.data}.syscalls" 2>/dev/null || true
+    echo "== $(basename "$f" .data): share of all samples by process"
+    report 0.5 --sort comm
+    for comm in nginx wsgate wsbench; do
+      echo
+      echo "== $comm: kernel and user"
+      # comm in every sort: perf merges entries before it filters them.
+      report 0.5 --comms "$comm" --sort comm,dso
+      echo "== $comm: top functions with what they call (children, then self)"
+      report 1 --children --comms "$comm" --sort comm,sym | head -25
+      echo "== $comm: top functions by their own time"
+      report 0.7 --comms "$comm" --sort comm,dso,sym | head -12
+    done
+  } > "${f%.data}.txt"
+}
+if [ -n "${PROFILE:-}" ]; then
+  for f in "$PROFILE"/*.data; do summarize "$f"; done
+  echo "bench: profiles in $PROFILE (*.txt summaries; perf report -i FILE.data for the rest)" >&2
+fi

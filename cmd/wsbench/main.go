@@ -44,6 +44,16 @@ type options struct {
 	ratePushes   int // pushes of the fixed-rate run
 	rootPID      int // server process tree whose memory is measured
 	settle       time.Duration
+	perfDir      string // where to write a CPU profile of each phase; "" for none
+}
+
+// profile starts recording phase when o.perfDir asks for it.
+func (o options) profile(phase string) (*profile, error) {
+	name := o.label
+	if name == "" {
+		name = o.target
+	}
+	return startProfile(o.perfDir, name, phase, o.rootPID)
 }
 
 // Result is what one run measured; field names are the JSON output.
@@ -99,6 +109,7 @@ func main() {
 	flag.IntVar(&o.ratePushes, "rate-pushes", 10000, "pushes of the fixed-rate run")
 	flag.IntVar(&o.rootPID, "pid", 0, "server process tree to measure memory of (0: skip)")
 	flag.DurationVar(&o.settle, "settle", 2*time.Second, "wait before measuring memory")
+	flag.StringVar(&o.perfDir, "perf", "", "record the handshake, push and batch phases into `dir`/<label>-<phase>.data (perf record, all CPUs) and .syscalls (the server's system calls per operation, with -pid)")
 	asJSON := flag.Bool("json", false, "print the result as JSON instead of a line of text")
 	reportPath := flag.String("report", "", "print the comparison of the results (JSON lines) in this `file` and exit")
 	flag.Parse()
@@ -165,6 +176,10 @@ func run(o options) (Result, error) {
 	subs := make([]*sub, o.clients)
 	var next, fails atomic.Int64
 	var wg sync.WaitGroup
+	prof, err := o.profile("handshake")
+	if err != nil {
+		return r, err
+	}
 	start := time.Now()
 	for w := 0; w < o.handshakeCon; w++ {
 		wg.Add(1)
@@ -192,6 +207,7 @@ func run(o options) (Result, error) {
 	r.HandshakeFails = int(fails.Load())
 	r.HandshakesPerS = float64(o.clients-r.HandshakeFails) / time.Since(start).Seconds()
 	r.HandshakeCPU, r.HandshakeCPUSplit = cpu(o.rootPID).perOp(cpuBefore, o.clients-r.HandshakeFails)
+	profErr := prof.stop(o.clients - r.HandshakeFails)
 	live := subs[:0]
 	for _, s := range subs {
 		if s != nil {
@@ -211,6 +227,9 @@ func run(o options) (Result, error) {
 		}
 	}()
 	progress("%s: %d clients at %.0f handshakes/s, server CPU %.0f µs each %s", o.target, len(subs), r.HandshakesPerS, r.HandshakeCPU, fmtSplit(r.HandshakeCPUSplit))
+	if profErr != nil {
+		return r, profErr
+	}
 	if len(subs) == 0 {
 		return r, errors.New("no client connected")
 	}
@@ -254,11 +273,17 @@ func run(o options) (Result, error) {
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.pushers, MaxConnsPerHost: o.pushers}, Timeout: 30 * time.Second}
 	var errs atomic.Int64
+	if prof, err = o.profile("push"); err != nil {
+		return r, err
+	}
 	cpuBefore = cpu(o.rootPID)
 	start = time.Now()
 	pushMany(o, subs, hc, o.pushes, func(int64) time.Time { return time.Now() }, &errs)
 	want := int64(o.pushes) - errs.Load()
 	elapsed := waitDelivered(&delivered, want).Sub(start)
+	if err := prof.stop(int(delivered.Load())); err != nil {
+		return r, err
+	}
 	r.PushesPerS = float64(delivered.Load()) / elapsed.Seconds()
 	r.Lost = int(want - delivered.Load())
 	r.PushErrors = int(errs.Load())
@@ -282,10 +307,16 @@ func run(o options) (Result, error) {
 	}
 
 	if o.target == "wsgate" && o.batch > 0 {
+		if prof, err = o.profile("batch"); err != nil {
+			return r, err
+		}
 		cpuBefore = cpu(o.rootPID)
 		before := delivered.Load()
 		r.BatchMsgsPerS, r.BatchLost = runBatch(o, subs, hc, &delivered)
 		r.BatchCPU, r.BatchCPUSplit = cpu(o.rootPID).perOp(cpuBefore, int(delivered.Load()-before))
+		if err := prof.stop(int(delivered.Load() - before)); err != nil {
+			return r, err
+		}
 		progress("%s: batch %.0f messages/s, lost %d, server CPU %.0f µs each %s", o.target, r.BatchMsgsPerS, r.BatchLost, r.BatchCPU, fmtSplit(r.BatchCPUSplit))
 	}
 	return r, nil
