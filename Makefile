@@ -94,6 +94,9 @@ profile: nginx-installed
 	$(MAKE) build LDFLAGS='-X main.version=$(VERSION) -X main.commit=$(COMMIT)'
 	$(GO) build -o bin/wsbench ./cmd/wsbench
 	PROFILE=$(CURDIR)/bin/profile ROUNDS=$${ROUNDS:-1} bash bench/bench.sh
+	@# Under sudo, leave the profiles to the user too (make clean).
+	@if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_UID:-}" ] && [ -n "$${SUDO_GID:-}" ]; then \
+		chown -R "$$SUDO_UID:$$SUDO_GID" bin/profile bin/wsbench || echo "warning: could not give bin/profile back to uid $$SUDO_UID"; fi
 
 clean:
 	rm -rf bin

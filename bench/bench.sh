@@ -9,8 +9,8 @@
 # figure as a ratio wsgate/Nchan from the best run of each. Knobs: CLIENTS,
 # PUSHES, PUSHERS, CONC, SIZE, BATCH, ROUNDS, RATE, RATE_PUSHES; SETUPS
 # (e.g. "wsgate-direct") runs only those; WSGATE_ENV adds environment to
-# `wsgate up` (e.g. WSGATE_ENV=GOMAXPROCS=1); PROFILE=DIR records a CPU
-# profile of every phase into DIR (`make profile`; see summarize below).
+# `wsgate up` (e.g. WSGATE_ENV=GOMAXPROCS=1); PROFILE=DIR records every
+# phase into DIR (`make profile`; see summarize below), the last round's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-8000} PUSHES=${PUSHES:-30000} PUSHERS=${PUSHERS:-32} CONC=${CONC:-64}
@@ -36,8 +36,8 @@ need() {
 need "$NCHAN_MOD" libnginx-mod-nchan
 need "$STREAM_MOD" libnginx-mod-stream
 if [ -n "${PROFILE:-}" ]; then
-  need /usr/bin/perf linux-perf
-  [ -x /usr/bin/perf ] || { echo "bench: PROFILE needs perf (apt-get install linux-perf)" >&2; exit 1; }
+  command -v perf >/dev/null || need /usr/bin/perf linux-perf
+  command -v perf >/dev/null || { echo "bench: PROFILE needs perf (apt-get install linux-perf)" >&2; exit 1; }
   mkdir -p "$PROFILE"
   # What an earlier run left (perf would keep it as .old).
   rm -f "$PROFILE"/*-{handshake,push,batch}.{data,syscalls,txt}
@@ -159,6 +159,8 @@ bin/wsbench -report "$state/results.json"
 summarize() {
   local f=$1 comm
   report() { perf report -i "$f" --stdio --no-children -g none --percent-limit "$@" 2>/dev/null | grep -v -e '^#' -e '^$' || true; }
+  # A file perf cannot read says so once, here.
+  perf report -i "$f" --stdio --sort comm > /dev/null || echo "bench: perf cannot read $f" >&2
   {
     cat "${f%.data}.syscalls" 2>/dev/null || true
     echo "== $(basename "$f" .data): share of all samples by process"

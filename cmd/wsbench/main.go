@@ -281,13 +281,13 @@ func run(o options) (Result, error) {
 	pushMany(o, subs, hc, o.pushes, func(int64) time.Time { return time.Now() }, &errs)
 	want := int64(o.pushes) - errs.Load()
 	elapsed := waitDelivered(&delivered, want).Sub(start)
-	if err := prof.stop(int(delivered.Load())); err != nil {
-		return r, err
-	}
 	r.PushesPerS = float64(delivered.Load()) / elapsed.Seconds()
 	r.Lost = int(want - delivered.Load())
 	r.PushErrors = int(errs.Load())
 	r.PushCPU, r.PushCPUSplit = cpu(o.rootPID).perOp(cpuBefore, int(delivered.Load()))
+	if err := prof.stop(int(delivered.Load())); err != nil {
+		return r, err
+	}
 	r.P50ms, r.P99ms, r.MaxMs = takeLatencies()
 	progress("%s: %.0f pushes/s, p99 %.2fms, lost %d, server CPU %.0f µs each %s", o.target, r.PushesPerS, r.P99ms, r.Lost, r.PushCPU, fmtSplit(r.PushCPUSplit))
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/wsgate/wsgate/internal/proctree"
 )
@@ -32,9 +33,10 @@ type profile struct {
 }
 
 // startProfile starts recording phase of a run labeled label; the server
-// is the process tree under root (0: the CPU profile only). It returns
-// once perf counts, so the recording holds the phase from its start. nil,
-// nil when dir is empty.
+// is the process tree under root (0: the CPU profile only). Both perf
+// processes start with their events off and are turned on together once
+// both are ready, so the recording holds the phase from its start and
+// neither holds the other's start. nil, nil when dir is empty.
 func startProfile(dir, label, phase string, root int) (*profile, error) {
 	if dir == "" {
 		return nil, nil
@@ -52,46 +54,73 @@ func startProfile(dir, label, phase string, root int) (*profile, error) {
 	if p.cpu, err = startPerf("record", "-a", "-g", "-e", "cpu-clock/period=1001001/", "-q", "-o", p.base+".data"); err != nil {
 		return nil, err
 	}
-	if root == 0 {
-		return p, nil
-	}
-	pids := make([]string, 0, 8)
-	for _, pid := range append(proctree.Descendants(root), root) {
-		if pid != p.cpu.cmd.Process.Pid { // a server of wsbench's own (tests)
-			pids = append(pids, strconv.Itoa(pid))
+	if root != 0 {
+		pids := make([]string, 0, 8)
+		for _, pid := range append(proctree.Descendants(root), root) {
+			if pid != p.cpu.cmd.Process.Pid { // a server of wsbench's own (tests)
+				pids = append(pids, strconv.Itoa(pid))
+			}
+		}
+		p.calls, err = startPerf("stat", "-e", "raw_syscalls:sys_enter", "--per-thread", "-x", ",",
+			"-p", strings.Join(pids, ","), "-o", p.base+".syscalls.raw")
+		if err != nil {
+			p.cpu.kill()
+			return nil, err
 		}
 	}
-	p.calls, err = startPerf("stat", "-e", "raw_syscalls:sys_enter", "--per-thread", "-x", ",",
-		"-p", strings.Join(pids, ","), "-o", p.base+".syscalls.raw")
+	for _, r := range p.runs() {
+		if err = r.command("enable"); err != nil {
+			break
+		}
+	}
 	if err != nil {
-		p.cpu.stop()
-		return nil, err
+		var said []string
+		for _, r := range p.runs() {
+			if s := r.kill(); s != "" {
+				said = append(said, s)
+			}
+		}
+		os.Remove(p.base + ".syscalls.raw")
+		return nil, fmt.Errorf("%w: %s", err, strings.Join(said, "; "))
 	}
 	return p, nil
 }
 
+func (p *profile) runs() []*perfRun {
+	if p.calls == nil {
+		return []*perfRun{p.cpu}
+	}
+	return []*perfRun{p.calls, p.cpu}
+}
+
 // stop ends the recording of a phase of ops operations and writes the
-// system calls per operation. nil does nothing.
+// system calls per operation. Both perf processes turn their events off
+// first, so that neither counts the other's ending (perf record's can take
+// seconds). nil does nothing.
 func (p *profile) stop(ops int) error {
 	if p == nil {
 		return nil
 	}
-	err := p.cpu.stop()
-	if p.calls == nil {
-		return err
-	}
-	if err2 := p.calls.stop(); err == nil {
-		err = err2
-	}
-	if err != nil {
-		return err
-	}
 	raw := p.base + ".syscalls.raw"
+	defer os.Remove(raw)
+	var err error
+	for _, r := range p.runs() {
+		if err2 := r.command("disable"); err == nil {
+			err = err2
+		}
+	}
+	for _, r := range p.runs() {
+		if err2 := r.stop(); err == nil {
+			err = err2
+		}
+	}
+	if err != nil || p.calls == nil {
+		return err
+	}
 	out, err := os.ReadFile(raw)
 	if err != nil {
 		return err
 	}
-	os.Remove(raw)
 	per, total := syscallsPerOp(out, ops)
 	var b strings.Builder
 	fmt.Fprintf(&b, "server system calls per %s (%d operations):\n", p.phase, ops)
@@ -114,7 +143,7 @@ func syscallsPerOp(out []byte, ops int) (per map[string]float64, total float64) 
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Split(line, ",")
-		if len(f) < 4 || strings.HasPrefix(line, "#") {
+		if len(f) < 4 { // the header, blank lines
 			continue
 		}
 		dash := strings.LastIndexByte(f[0], '-')
@@ -137,18 +166,22 @@ func sortedKeys(m map[string]float64) []string {
 	return keys
 }
 
-// perfRun is one perf process, started with its events off and stopped
-// by SIGINT, on which it writes what it has.
+// perfRun is one perf process, started with its events off, driven
+// through its control pipe and stopped by SIGINT, on which it writes what
+// it has.
 type perfRun struct {
 	cmd    *exec.Cmd
-	ctl    *os.File // perf's control pipe ("enable")
+	ctl    *os.File // perf's control pipe ("enable", "disable")
 	ack    *os.File // its answers
+	acks   *bufio.Reader
 	stderr strings.Builder
 }
 
-// startPerf runs perf with args (a record or stat command without its
-// control options) and returns once perf has acknowledged turning its
-// events on.
+// ackWait bounds the wait for perf's answer to a command.
+const ackWait = 30 * time.Second
+
+// startPerf starts perf with args (a record or stat command without its
+// control options) and its events off.
 func startPerf(args ...string) (*perfRun, error) {
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
@@ -162,9 +195,11 @@ func startPerf(args ...string) (*perfRun, error) {
 	}
 	// -D -1: events off until "enable", on fd 3; answers on fd 4.
 	args = append(args[:1:1], append([]string{"-D", "-1", "--control", "fd:3,4"}, args[1:]...)...)
-	r := &perfRun{cmd: exec.Command("perf", args...), ctl: ctlW, ack: ackR}
+	r := &perfRun{cmd: exec.Command("perf", args...), ctl: ctlW, ack: ackR, acks: bufio.NewReader(ackR)}
 	r.cmd.ExtraFiles = []*os.File{ctlR, ackW}
 	r.cmd.Stderr = &r.stderr
+	// A wsbench that dies leaves no perf recording every CPU behind.
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGINT}
 	err = r.cmd.Start()
 	ctlR.Close()
 	ackW.Close()
@@ -173,27 +208,36 @@ func startPerf(args ...string) (*perfRun, error) {
 		ackR.Close()
 		return nil, fmt.Errorf("perf %s: %w", args[0], err)
 	}
-	if _, err := ctlW.WriteString("enable\n"); err != nil {
-		return nil, r.fail(err)
-	}
-	answer, err := bufio.NewReader(ackR).ReadString('\n')
-	if err == nil && strings.TrimSpace(answer) != "ack" {
-		err = fmt.Errorf("answered %q to enable", answer)
-	}
-	if err != nil {
-		return nil, r.fail(err)
-	}
 	return r, nil
 }
 
-// fail ends a perf that did not start and says why, with perf's own
-// words (perf_event_paranoid, say).
-func (r *perfRun) fail(err error) error {
+// command sends perf a control command and waits for its answer.
+func (r *perfRun) command(cmd string) error {
+	r.ack.SetReadDeadline(time.Now().Add(ackWait))
+	_, err := r.ctl.WriteString(cmd + "\n")
+	var answer string
+	if err == nil {
+		answer, err = r.acks.ReadString('\n')
+	}
+	// perf writes "ack\n" with its C string's NUL, which the next read
+	// finds first.
+	if err == nil && strings.Trim(answer, "\x00\n") != "ack" {
+		err = fmt.Errorf("answered %q", answer)
+	}
+	if err != nil {
+		return fmt.Errorf("perf %s: %s: %w", r.cmd.Args[1], cmd, err)
+	}
+	return nil
+}
+
+// kill ends a perf whose recording is not wanted, and returns what it
+// said (why it did not answer, say).
+func (r *perfRun) kill() string {
 	r.cmd.Process.Kill()
 	r.cmd.Wait()
 	r.ctl.Close()
 	r.ack.Close()
-	return fmt.Errorf("perf %s: %w: %s", r.cmd.Args[1], err, strings.TrimSpace(r.stderr.String()))
+	return strings.TrimSpace(r.stderr.String())
 }
 
 // stop ends perf and waits until it has written what it recorded.
