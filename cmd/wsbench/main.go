@@ -15,11 +15,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -151,11 +153,7 @@ type sub struct {
 
 // fmtSplit formats a figure by process name, e.g. "(nginx 80, wsgate 40)".
 func fmtSplit(split map[string]float64) string {
-	names := make([]string, 0, len(split))
-	for n := range split {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(split))
 	parts := make([]string, len(names))
 	for i, n := range names {
 		parts[i] = fmt.Sprintf("%s %.0f", n, split[n])

@@ -4,10 +4,11 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -125,7 +126,7 @@ func (p *profile) stop(ops int) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "server system calls per %s (%d operations):\n", p.phase, ops)
 	split := make([]string, 0, len(per))
-	for _, comm := range sortedKeys(per) {
+	for _, comm := range slices.Sorted(maps.Keys(per)) {
 		fmt.Fprintf(&b, "  %-8s %6.1f\n", comm, per[comm])
 		split = append(split, fmt.Sprintf("%s %.1f", comm, per[comm]))
 	}
@@ -155,15 +156,6 @@ func syscallsPerOp(out []byte, ops int) (per map[string]float64, total float64) 
 		total += n / float64(ops)
 	}
 	return per, total
-}
-
-func sortedKeys(m map[string]float64) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // perfRun is one perf process, started with its events off, driven

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 )
 
@@ -108,12 +110,7 @@ func table(w io.Writer, label string, g, n *Result) {
 	// shares prints, under a figure, each process's part of wsgate's value
 	// against Nchan's whole.
 	shares := func(split map[string]float64, nv float64) {
-		names := make([]string, 0, len(split))
-		for p := range split {
-			names = append(names, p)
-		}
-		sort.Strings(names)
-		for _, p := range names {
+		for _, p := range slices.Sorted(maps.Keys(split)) {
 			row("  of which "+p, split[p], nv, false, 0)
 		}
 	}
