@@ -10,6 +10,10 @@ VERSION  ?= $(shell $(GIT) describe --tags --always --dirty 2>/dev/null || echo 
 COMMIT   ?= $(shell $(GIT) rev-parse HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/wsgate
+# giveback PATHS: under sudo, give PATHS back to the user who ran it, whose
+# next make (or make clean) could not overwrite root's files.
+giveback = if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_UID:-}" ] && [ -n "$${SUDO_GID:-}" ]; then \
+	chown "$$SUDO_UID:$$SUDO_GID" $(1) || echo "warning: could not give $(1) back to uid $$SUDO_UID"; fi
 
 .PHONY: all build run nginx-installed nginx-if-root test vet fmt-check fuzz bench profile clean
 
@@ -19,11 +23,10 @@ build: $(BIN)
 
 $(BIN): FORCE
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/wsgate
-	@# Under sudo (make install) leave the build output to the user, whose
-	@# next make could not overwrite a root-owned bin/.
-	@if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_UID:-}" ] && [ -n "$${SUDO_GID:-}" ]; then \
-		d=$$(dirname $(BIN)); case $$d in bin | ./bin) d="$$d $(BIN)";; *) d=$(BIN);; esac; \
-		chown "$$SUDO_UID:$$SUDO_GID" $$d || echo "warning: could not give $$d back to uid $$SUDO_UID"; fi
+	@# Under sudo (make install) leave the build output to the user: bin/
+	@# too when the binary is in it.
+	@d=$$(dirname $(BIN)); case $$d in bin | ./bin) d="$$d $(BIN)";; *) d=$(BIN);; esac; \
+		$(call giveback,$$d)
 
 FORCE:
 
@@ -95,8 +98,7 @@ profile: nginx-installed
 	$(GO) build -o bin/wsbench ./cmd/wsbench
 	PROFILE=$(CURDIR)/bin/profile ROUNDS=$${ROUNDS:-1} bash bench/bench.sh
 	@# Under sudo, leave the profiles to the user too (make clean).
-	@if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_UID:-}" ] && [ -n "$${SUDO_GID:-}" ]; then \
-		chown -R "$$SUDO_UID:$$SUDO_GID" bin/profile bin/wsbench || echo "warning: could not give bin/profile back to uid $$SUDO_UID"; fi
+	@$(call giveback,bin/wsbench bin/profile bin/profile/*)
 
 clean:
 	rm -rf bin
