@@ -15,7 +15,7 @@ BIN      := bin/wsgate
 giveback = if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_UID:-}" ] && [ -n "$${SUDO_GID:-}" ]; then \
 	chown "$$SUDO_UID:$$SUDO_GID" $(1) || echo "warning: could not give $(1) back to uid $$SUDO_UID"; fi
 
-.PHONY: all build run nginx-installed nginx-if-root test vet fmt-check fuzz bench profile clean
+.PHONY: all build run nginx-installed nginx-if-root race-ready test vet fmt-check fuzz bench profile clean
 
 all: build
 
@@ -56,9 +56,18 @@ nginx-installed:
 	echo "installing $$pkgs: $$SUDO apt-get install -y $$pkgs"; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$pkgs
 
+# go test -race needs cgo, which Go turns off when it finds no C compiler,
+# as on a fresh Debian: installs gcc as root, else says what to install.
+race-ready:
+	@[ "$$($(GO) env CGO_ENABLED)" = 1 ] && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing gcc (go test -race needs cgo): apt-get install -y gcc libc6-dev"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; fi; \
+	[ "$$($(GO) env CGO_ENABLED)" = 1 ] || { echo "go test -race needs cgo, and Go finds no C compiler (or CGO_ENABLED=0): apt-get install gcc, or run make test as root"; exit 1; }
+
 # The whole suite: static checks, then every package (integration tests
 # included, against real nginx) under the race detector.
-test: nginx-if-root fmt-check vet
+test: nginx-if-root race-ready fmt-check vet
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 fmt-check:

@@ -502,3 +502,44 @@ func wants(t *testing.T, dir string) []string {
 	slices.Sort(names)
 	return names
 }
+
+// TestRaceReady: make test's race detector needs cgo, which Go turns off
+// where it finds no C compiler (a fresh Debian). Without a compiler, and
+// with no apt-get to install one, make test stops before the tests with a
+// message naming what to install, instead of go test's "-race requires
+// cgo"; with cgo it goes on quietly.
+func TestRaceReady(t *testing.T) {
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	makeBin, err := exec.LookPath("make")
+	if err != nil {
+		t.Skip("no make")
+	}
+	// A PATH with only id on it: no apt-get, so no install is tried, as
+	// root or not. The go on it reports cgo as told.
+	dir := t.TempDir()
+	id, err := exec.LookPath("id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(id, filepath.Join(dir, "id")); err != nil {
+		t.Fatal(err)
+	}
+	for _, cgo := range []string{"0", "1"} {
+		goBin := filepath.Join(dir, "go"+cgo)
+		if err := os.WriteFile(goBin, []byte("#!/bin/sh\necho "+cgo+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(makeBin, "-s", "--no-print-directory", "-C", repo, "race-ready", "GO="+goBin)
+		cmd.Env = []string{"PATH=" + dir}
+		out, err := cmd.CombinedOutput()
+		switch {
+		case cgo == "1" && (err != nil || len(out) > 0):
+			t.Errorf("with cgo: make race-ready: %v %q, want no error and no output", err, out)
+		case cgo == "0" && (err == nil || !strings.Contains(string(out), "go test -race needs cgo") || !strings.Contains(string(out), "apt-get install gcc")):
+			t.Errorf("without a C compiler: make race-ready: %v %q, want a failure that names gcc", err, out)
+		}
+	}
+}
