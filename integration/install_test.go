@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/wsgate/wsgate/internal/wstest"
+	"github.com/wsgate/wsgate/nginx"
 )
 
 // make install renders the nginx snippets that each combination of
@@ -106,7 +107,7 @@ func TestMakeInstallSnippets(t *testing.T) {
 			if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if out, err := exec.Command(nginxBin, "-t", "-q", "-p", dest+"/", "-c", confPath).CombinedOutput(); err != nil {
+			if out, err := nginx.Command(nginxBin, "-t", "-q", "-p", dest+"/", "-c", confPath).CombinedOutput(); err != nil {
 				t.Fatalf("nginx -t: %v\n%s\nnginx.conf:\n%s", err, out, conf)
 			}
 

@@ -5,7 +5,8 @@
 // HTTP and Location are the two snippets for an existing nginx (what
 // `wsgate nginx` prints, joined by Snippets); Standalone is the complete
 // nginx.conf that `wsgate up` runs. DefaultOptions and Binary pick its
-// worker user and find nginx, the same way for `up` and `check`.
+// worker user and find nginx, and Command runs it, the same way for `up`
+// and `check`.
 //
 // Every value taken from the config is validated first and checked again,
 // as it is written, to be a single nginx token, so a config value can never

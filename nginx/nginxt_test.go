@@ -2,7 +2,6 @@ package nginx
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -94,7 +93,7 @@ func nginxTest(t *testing.T, bin string, c config.Config, cred *syscall.Credenti
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-t", "-q", "-p", dir+"/", "-c", file)
+	cmd := Command(bin, "-t", "-q", "-p", dir+"/", "-c", file)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -202,7 +201,7 @@ func TestNginxAcceptsSnippets(t *testing.T) {
 			}
 			conf += "http {\n    include wsgate-http.conf;\n" + site + "}\n}\n"
 			write("nginx.conf", conf)
-			if out, err := exec.Command(bin, "-t", "-q", "-p", dir+"/", "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
+			if out, err := Command(bin, "-t", "-q", "-p", dir+"/", "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
 				t.Fatalf("nginx -t: %v\n%s\nnginx.conf:\n%s", err, out, conf)
 			}
 		})

@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/wsgate/wsgate/config"
@@ -147,4 +148,20 @@ func Binary(c *config.Config) (string, error) {
 		return p, nil
 	}
 	return "", fmt.Errorf("%w (nginx.binary = %q, nor /usr/sbin/nginx)", ErrNoNginx, c.Nginx.Binary)
+}
+
+// Command is the command that runs the nginx binary bin with args. It first
+// lifts this process's soft limit on open files to the hard limit, which
+// nginx then inherits: Go lifts its own at start but gives the processes it
+// starts the limit it found, often 1024, and nginx's master holds a
+// listening socket for each push port on each listen address, over 2,000
+// at the most instances. When the limit cannot be lifted nginx says what
+// it lacks itself.
+func Command(bin string, args ...string) *exec.Cmd {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+	return exec.Command(bin, args...)
 }

@@ -98,7 +98,7 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 	if err := os.WriteFile(nginxConf, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	if out, err := exec.Command(nginxBin, "-t", "-q", "-p", o.StateDir, "-c", nginxConf).CombinedOutput(); err != nil {
+	if out, err := nginx.Command(nginxBin, "-t", "-q", "-p", o.StateDir, "-c", nginxConf).CombinedOutput(); err != nil {
 		return fmt.Errorf("nginx -t on %s: %v\n%s", nginxConf, err, out)
 	}
 
@@ -145,7 +145,7 @@ func Run(ctx context.Context, c *config.Config, o Options) error {
 		name: "nginx",
 		log:  log,
 		cmd: func() *exec.Cmd {
-			return exec.Command(nginxBin, "-p", o.StateDir, "-c", nginxConf, "-e", "stderr")
+			return nginx.Command(nginxBin, "-p", o.StateDir, "-c", nginxConf, "-e", "stderr")
 		},
 		// Fast shutdown: by the time nginx is stopped the sidecars have
 		// closed every client, and a graceful quit would wait for idle

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 
 	"github.com/wsgate/wsgate/nginx"
@@ -56,7 +55,7 @@ func runCheck(args []string) error {
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	out, err := exec.Command(bin, "-t", "-q", "-p", dir+"/", "-c", file).CombinedOutput()
+	out, err := nginx.Command(bin, "-t", "-q", "-p", dir+"/", "-c", file).CombinedOutput()
 	os.Stdout.Write(out) // warnings, or why it failed
 	if err != nil {
 		return fmt.Errorf("%s -t rejected the generated nginx.conf: %v", bin, err)

@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/wsgate/wsgate/config"
+	"github.com/wsgate/wsgate/internal/wstest"
 	"github.com/wsgate/wsgate/nginx"
 )
 
@@ -173,5 +175,27 @@ func TestNginx(t *testing.T) {
 	}
 	if code, stdout, _ := run(t, "nginx"); code != 0 || stdout != want {
 		t.Errorf("wsgate nginx without -config: exit %d, not the defaults' snippets", code)
+	}
+}
+
+// With the most instances nginx's master holds over 1,024 listening
+// sockets. Started where the soft limit on open files is 1024 (a login on
+// a fresh Debian), check still passes: wsgate gives nginx its hard limit,
+// where Go alone would give nginx the 1024 it found.
+func TestCheckMostInstancesUnderLowFileLimit(t *testing.T) {
+	def := config.Default()
+	if _, err := nginx.Binary(&def); err != nil {
+		t.Skip(err)
+	}
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Max < 4096 {
+		t.Skipf("the hard limit on open files (%d) leaves nothing to lift: %v", l.Max, err)
+	}
+	port := wstest.FreePorts(t, "127.0.0.1", 1024+1)
+	conf := writeFile(t, t.TempDir(), "most.toml", fmt.Sprintf(
+		"instances = 1024\nlisten = [\"127.0.0.1:%d\"]\n[push]\nport_base = %d\n", port, port+1))
+	out, err := exec.Command("/bin/sh", "-c", `ulimit -S -n 1024 && exec "$0" check -config "$1"`, bin, conf).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "generated nginx.conf ok") {
+		t.Fatalf("wsgate check with 1024 instances under a soft limit of 1024 open files: %v\n%s", err, out)
 	}
 }
